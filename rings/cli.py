@@ -1,0 +1,303 @@
+"""The `rings` command line (CONTRACTS.md §7).
+
+Core commands (replay, net check, rules check, simulate to a file) need only the core; the
+commands that talk to Kafka import the runtime in `streams` when they run, so a rule author
+can backtest on a laptop without Faust or a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import orjson
+
+from .errors import InvalidRecord, RingsError, SourceError, SourceErrors
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RULES = Path(os.environ.get("RINGS_RULES", ROOT / "rules"))
+DEFAULT_NET = Path(os.environ.get("RINGS_NET", DEFAULT_RULES / "net.yaml"))
+
+
+def _die(msg: str, code: int = 2) -> None:
+    print(f"rings: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _report(err: RingsError) -> int:
+    errors = err.errors if isinstance(err, SourceErrors) else [err]
+    for e in errors:
+        print(str(e), file=sys.stderr)
+    return 1
+
+
+def _load(args: argparse.Namespace, need_rules: bool = True) -> tuple[Any, Any]:
+    from .net import load_net
+    from .ruleset import load_rules
+
+    net = load_net(str(args.net))
+    rules = load_rules(str(args.rules)) if need_rules else None
+    return net, rules
+
+
+def _open_in(path: str) -> BinaryIO:
+    return sys.stdin.buffer if path == "-" else open(path, "rb")
+
+
+# ---------------------------------------------------------------------------- commands
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay import ReplayStats, replay_lines
+    from .timefmt import format_ts
+    from .watchlist import Watchlist, load_watchlist
+
+    net, rules = _load(args)
+    wl = load_watchlist(args.watchlist, net.sites) if args.watchlist else Watchlist()
+    src = args.sightings
+
+    def on_bad(line: int, err: InvalidRecord) -> None:
+        print(f"{src}:{line}: {err.reason}: {err.detail}", file=sys.stderr)
+
+    stats = ReplayStats()
+    out = sys.stdout.buffer
+    n = 0
+    with _open_in(src) as f:
+        for alert in replay_lines(f, net, rules, wl, on_bad=on_bad, stats=stats):
+            emitted = format_ts(int(time.time() * 1000), alert.tz)
+            out.write(orjson.dumps(alert.to_json(emitted)) + b"\n")
+            n += 1
+    out.flush()
+    print(f"rings replay: {stats.lines} sightings, {stats.bad} bad, {n} alerts",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_net_check(args: argparse.Namespace) -> int:
+    from .net import load_net
+
+    net = load_net(args.file)
+    leaves = [r for r in net.rings.values() if not r.children]
+    print(f"{args.file}: ok: net {net.name!r}, {len(net.rings)} rings "
+          f"({len(net.root_rings())} root, {len(leaves)} innermost), {len(net.sites)} sites "
+          f"({len(net.checkpoints())} checkpoints)")
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .ruleset import load_rules
+
+    paths = args.paths or [str(DEFAULT_RULES)]
+    failed = 0
+    for p in paths:
+        try:
+            rs = load_rules(p)
+        except (SourceError, SourceErrors) as e:
+            failed += _report(e)
+            continue
+        ids = ", ".join(d.rule_id for d in rs.detectors)
+        print(f"{p}: ok: {len(rs.detectors)} rules ({ids}), version {rs.version}")
+    return 1 if failed else 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .net import load_net
+    from .sim import SimConfig, Simulator
+
+    net = load_net(str(args.net))
+    cfg = SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed,
+                    watch_fraction=args.watch_fraction, subjects=args.subjects)
+    if args.start:
+        cfg.start = args.start
+    elif args.topic:
+        from .timefmt import format_ts
+        cfg.start = format_ts(int(time.time() * 1000), 480)
+    sim = Simulator(net, cfg)
+    sim.populate()
+    if args.watchlist_out:
+        with open(args.watchlist_out, "wb") as f:
+            for e in sim.watchlist():
+                f.write(orjson.dumps(e) + b"\n")
+    if args.topic:
+        from streams.sim_publish import publish_sim
+        settings = _kafka(args)
+        n = publish_sim(settings, args.topic, sim, realtime=args.realtime,
+                        speed=args.speed, watchlist_topic=args.watchlist_topic)
+        print(f"rings simulate: {n} sightings to topic {settings.topic(args.topic)}",
+              file=sys.stderr)
+        return 0
+    out = open(args.out, "wb") if args.out and args.out != "-" else sys.stdout.buffer
+    n = 0
+    try:
+        for rec in sim.sightings():
+            out.write(orjson.dumps(rec) + b"\n")
+            n += 1
+    finally:
+        out.flush()
+        if out is not sys.stdout.buffer:
+            out.close()
+    print(f"rings simulate: {n} sightings, {len(sim.subjects)} subjects, "
+          f"{len(sim.watchlisted)} watchlisted", file=sys.stderr)
+    return 0
+
+
+def _kafka(args: argparse.Namespace) -> Any:
+    from streams.config import KafkaSettings
+    return KafkaSettings.from_env(getattr(args, "broker", None))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.kafka_io import publish_lines
+
+    settings = _kafka(args)
+    with _open_in(args.file) as f:
+        n = asyncio.run(publish_lines(settings, args.topic, f))
+    print(f"rings publish: {n} messages to {settings.topic(args.topic)}", file=sys.stderr)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.kafka_io import tail
+
+    settings = _kafka(args)
+    try:
+        asyncio.run(tail(settings, args.topic, sys.stdout.buffer,
+                         from_beginning=args.from_beginning, idle_timeout=args.idle_timeout,
+                         max_messages=args.max))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.app import WorkerOptions
+    from streams.worker import run_worker
+
+    net, rules = _load(args)
+    opts = WorkerOptions(partitions=args.partitions, data_dir=args.data_dir,
+                         web_port=args.web_port)
+    # Faust parses sys.argv itself; hand it only the program name.
+    sys.argv = sys.argv[:1]
+    run_worker(_kafka(args), net, rules, opts, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(args)
+
+
+# ---------------------------------------------------------------------------- parser
+
+def _common_net(p: argparse.ArgumentParser, rules: bool = True) -> None:
+    p.add_argument("--net", default=str(DEFAULT_NET), help="net file (default: the sample net)")
+    if rules:
+        p.add_argument("--rules", default=str(DEFAULT_RULES),
+                       help="rules directory or file (default: the shipped rules)")
+
+
+def _broker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", help="Kafka bootstrap address (default: $RINGS_BROKER or "
+                                    "127.0.0.1:9092)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rings", description="Streaming event correlation for "
+                                 "a three-ring control net.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("replay", help="run the detectors over a sightings file, in event time")
+    p.add_argument("sightings", help="JSON lines file of sightings, or - for stdin")
+    _common_net(p)
+    p.add_argument("--watchlist", help="JSON lines file of watchlist entries")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("net", help="net files")
+    nsub = p.add_subparsers(dest="net_cmd", required=True)
+    q = nsub.add_parser("check", help="validate a net file")
+    q.add_argument("file")
+    q.set_defaults(func=cmd_net_check)
+
+    p = sub.add_parser("rules", help="rule sets")
+    rsub = p.add_subparsers(dest="rules_cmd", required=True)
+    q = rsub.add_parser("check", help="validate rule files or directories")
+    q.add_argument("paths", nargs="*")
+    q.set_defaults(func=cmd_rules_check)
+
+    p = sub.add_parser("simulate", help="synthetic traffic over a net, to a file or a topic")
+    _common_net(p, rules=False)
+    p.add_argument("--rate", type=float, default=50.0, help="sightings per second (event time)")
+    p.add_argument("--duration", type=float, default=3600.0, help="seconds of event time")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start", help="event time of the start (RFC 3339); default "
+                                   "2026-11-29T00:00:00+08:00, or now with --topic")
+    p.add_argument("--subjects", type=int, help="population size (default: enough for --rate)")
+    p.add_argument("--watch-fraction", type=float, default=0.0005,
+                   help="share of subjects on a watchlist")
+    p.add_argument("--watchlist-out", help="write the watchlist entries (JSON lines) here")
+    p.add_argument("--out", "-o", help="output file (default: stdout)")
+    p.add_argument("--topic", help="publish to this topic instead of a file")
+    p.add_argument("--watchlist-topic", help="with --topic: also publish the watchlist here")
+    p.add_argument("--realtime", action="store_true",
+                   help="with --topic: pace messages to their event time")
+    p.add_argument("--speed", type=float, default=1.0, help="with --realtime: time factor")
+    _broker(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("publish", help="send each line of a file as one message")
+    p.add_argument("file", help="file of lines, or - for stdin")
+    p.add_argument("--topic", required=True)
+    _broker(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("tail", help="print a topic's message values as JSON lines")
+    p.add_argument("topic")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--idle-timeout", type=float, help="exit after this many idle seconds")
+    p.add_argument("--max", type=int, help="exit after this many messages")
+    _broker(p)
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("worker", help="run the streaming engine on Kafka")
+    _common_net(p)
+    _broker(p)
+    p.add_argument("--web-port", type=int, default=6066)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--data-dir", default=os.environ.get("RINGS_DATA_DIR", ".rings-data"))
+    p.add_argument("--loglevel", default=os.environ.get("RINGS_LOGLEVEL", "info"))
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("demo", help="local Kafka, a worker, live simulated traffic, alerts")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds to run (0: until "
+                                                                   "Ctrl-C)")
+    p.add_argument("--rate", type=float, default=200.0)
+    _broker(p)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (SourceError, SourceErrors) as e:
+        return _report(e)
+    except RingsError as e:
+        print(f"rings: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""`watchlist-hit`: the touch-ring alarm (CONTRACTS.md §5)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import Alert, Sighting
+from ..params import Param
+from .base import Context, Detector
+from .describe import pass_phrase
+
+
+class WatchlistHit(Detector):
+    kind = "watchlist-hit"
+    params = (
+        Param("lists", "str-list", None,
+              "only entries on these lists fire (default: every list but permit)"),
+    )
+
+    def on_sighting(self, s: Sighting, ctx: Context, state: dict[str, Any] | None
+                    ) -> list[Alert]:
+        wl = ctx.watchlist
+        subjects = (s.subject, *s.with_) if s.with_ else (s.subject,)
+        out: list[Alert] = []
+        lists = self.p.get("lists")
+        for n, subj in enumerate(subjects):
+            entry = wl.get(subj.key)
+            if entry is None or entry.is_permit or not entry.active_at(s.ts):
+                continue
+            if lists is not None and entry.list not in lists:
+                continue
+            if n and subj in subjects[:n]:
+                continue  # the same subject listed twice in one sighting alerts once
+            site = ctx.net.sites[s.site]
+            related = [x for x in subjects if x != subj]
+            where = pass_phrase(ctx.net, site, s.dir)
+            role = "" if n == 0 else f" with {s.subject.type} {s.subject.id}"
+            out.append(Alert(
+                rule=self.rule_id, severity=self.severity(entry.severity), subject=subj,
+                ts=s.ts, tz=s.tz, evidence=[s.id],
+                summary=f"{entry.list} {subj.type} {subj.id}{role} {where}",
+                related=related, site=s.site, ring=site.ring, zone=site.zone_after(s.dir),
+                dir=s.dir,
+                details={"list": entry.list, **({"reason": entry.reason} if entry.reason else {})},
+            ))
+        return out

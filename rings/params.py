@@ -1,0 +1,58 @@
+"""Typed rule parameters: every number a rule uses is declared here with its default.
+
+Declaring parameters (instead of reading dict keys inside detectors) lets `rules check`
+report a wrong value at its file:line, and lets the docs list every knob with its default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .timefmt import format_duration, parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    kind: str                 # duration | int | float | bool | str | str-list
+    default: Any
+    help: str
+    min: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def parse(self, value: Any) -> Any:
+        """Return the typed value (ms for durations) or raise ValueError with a user message."""
+        k = self.kind
+        if k == "duration":
+            v = parse_duration(value)
+        elif k == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{self.name} must be a whole number")
+            v = value
+        elif k == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{self.name} must be a number")
+            v = float(value)
+        elif k == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name} must be true or false")
+            v = value
+        elif k == "str":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                opts = f" (one of: {', '.join(self.choices)})" if self.choices else ""
+                raise ValueError(f"{self.name} must be a string{opts}")
+            v = value
+        elif k == "str-list":
+            if not isinstance(value, list) or any(not isinstance(x, str) for x in value):
+                raise ValueError(f"{self.name} must be a list of strings")
+            v = tuple(value)
+        else:  # pragma: no cover - a programming error, not user input
+            raise AssertionError(k)
+        if self.min is not None and isinstance(v, (int, float)) and v < self.min:
+            shown = format_duration(int(self.min)) if k == "duration" else f"{self.min:g}"
+            raise ValueError(f"{self.name} must be at least {shown}")
+        return v
+
+    def default_value(self) -> Any:
+        return self.parse(self.default) if self.default is not None else None

@@ -1,0 +1,11 @@
+"""Errors of the Kafka runtime, under the core's root error."""
+
+from rings.errors import RingsError
+
+
+class StreamsError(RingsError):
+    """Root of errors raised by the runtime."""
+
+
+class BrokerUnavailable(StreamsError):
+    """The broker could not be reached within the deadline."""

@@ -1,0 +1,148 @@
+"""Plain aiokafka clients for the command line: publish, tail, topic creation.
+
+These tools do not need Faust; using aiokafka directly keeps them fast and lets them run
+against any broker, including one the worker is not attached to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import BinaryIO, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from .config import KafkaSettings
+from .errors import BrokerUnavailable
+
+
+def subject_key_of(line: bytes) -> bytes | None:
+    """The subject key of a sighting or watchlist line, or None if it does not parse."""
+    try:
+        d = orjson.loads(line)
+        s = d["subject"]
+        t, i = s["type"], s["id"]
+        if isinstance(t, str) and isinstance(i, str):
+            return f"{t}:{i}".encode()
+    except Exception:
+        pass
+    return None
+
+
+async def wait_for_broker(settings: KafkaSettings, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker,
+                                    request_timeout_ms=5000, **settings.client_options)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+    raise BrokerUnavailable(f"broker {settings.broker} did not answer within {timeout:.0f}s: "
+                            f"{last}")
+
+
+async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None:
+    """Create topics that do not exist yet. specs: name -> {partitions, compact}."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = []
+        for name, spec in specs.items():
+            full = settings.topic(name)
+            if full in existing:
+                continue
+            cfg = {"cleanup.policy": "compact"} if spec.get("compact") else {}
+            new.append(NewTopic(full, spec.get("partitions", 4), 1, topic_configs=cfg))
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def publish_lines(settings: KafkaSettings, topic: str, lines: Iterable[bytes],
+                        key_fn=subject_key_of) -> int:
+    """Send each non-empty line verbatim as a message value; returns how many were sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, linger_ms=5,
+                                max_batch_size=256 * 1024, **settings.client_options)
+    try:
+        await producer.start()
+    except KafkaConnectionError as e:
+        await producer.stop()
+        raise BrokerUnavailable(f"cannot reach broker {settings.broker}: {e}") from None
+    n = 0
+    pending = []
+    try:
+        for line in lines:
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            pending.append(await producer.send(settings.topic(topic), line, key=key_fn(line)))
+            n += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return n
+
+
+async def tail(settings: KafkaSettings, topic: str, out: BinaryIO, *, from_beginning: bool,
+               idle_timeout: float | None, max_messages: int | None = None) -> int:
+    """Print message values as JSON lines until idle for `idle_timeout` seconds."""
+    consumer = AIOKafkaConsumer(
+        settings.topic(topic), bootstrap_servers=settings.broker, enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest", group_id=None,
+        **settings.client_options)
+    try:
+        await consumer.start()
+    except KafkaConnectionError as e:
+        await consumer.stop()
+        raise BrokerUnavailable(f"cannot reach broker {settings.broker}: {e}") from None
+    n = 0
+    last = time.monotonic()
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+            got = False
+            for msgs in batch.values():
+                for m in msgs:
+                    got = True
+                    v = m.value
+                    if v is None:
+                        out.write(orjson.dumps({"key": (m.key or b"").decode("utf-8", "replace"),
+                                                "tombstone": True}) + b"\n")
+                    else:
+                        out.write(v.rstrip(b"\n") + b"\n")
+                    n += 1
+                    if max_messages is not None and n >= max_messages:
+                        out.flush()
+                        return n
+            if got:
+                out.flush()
+                last = time.monotonic()
+            elif idle_timeout is not None and time.monotonic() - last >= idle_timeout:
+                return n
+    finally:
+        await consumer.stop()
+        try:
+            out.flush()
+        except BrokenPipeError:
+            pass
+        sys.stderr.flush()

@@ -1,0 +1,46 @@
+"""`rings worker`: load the net and rules, make sure the topics exist, run the Faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from rings.net import Net
+from rings.ruleset import RuleSet
+
+from .app import WorkerOptions, build_app
+from .config import ALERTS, BY_SUBJECT, SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST, KafkaSettings
+from .kafka_io import ensure_topics, wait_for_broker
+
+
+def topic_specs(partitions: int) -> dict[str, dict]:
+    return {
+        SIGHTINGS: {"partitions": partitions},
+        SIGHTINGS_DLQ: {"partitions": partitions},
+        ALERTS: {"partitions": partitions},
+        WATCHLIST: {"partitions": partitions, "compact": True},
+        # Internal, created here too: Faust subscribes before it creates topics, and a
+        # group whose topics do not exist yet is assigned nothing.
+        BY_SUBJECT: {"partitions": partitions},
+        "rings-subject-state-changelog": {"partitions": partitions, "compact": True},
+    }
+
+
+def prepare(settings: KafkaSettings, partitions: int, timeout: float = 60.0) -> None:
+    async def go() -> None:
+        await wait_for_broker(settings, timeout)
+        await ensure_topics(settings, topic_specs(partitions))
+    asyncio.run(go())
+
+
+def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
+               loglevel: str = "info") -> None:
+    prepare(settings, opts.partitions)
+    import faust  # noqa: F401 - imported late: `rings replay` must not need Faust
+    from faust.worker import Worker
+
+    app, _ = build_app(settings, net, rules, opts)
+    logging.getLogger("rings").setLevel(loglevel.upper())
+    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
+                    override_logging=True)
+    worker.execute_from_commandline()

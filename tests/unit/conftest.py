@@ -1,0 +1,20 @@
+"""Fixtures of the core's unit tests: the sample net and the shipped rules, loaded once."""
+
+from __future__ import annotations
+
+import pytest
+
+from rings.net import Net, load_net
+from rings.ruleset import RuleSet, load_rules
+
+from .support import NET_PATH, RULES_DIR
+
+
+@pytest.fixture(scope="session")
+def net() -> Net:
+    return load_net(str(NET_PATH))
+
+
+@pytest.fixture(scope="session")
+def rules() -> RuleSet:
+    return load_rules(str(RULES_DIR))
