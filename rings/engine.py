@@ -58,6 +58,7 @@ class Engine:
         raw = store.get("~wm")
         self.watermark: int = orjson.loads(raw) if raw is not None else NO_TIME
         self._swept_bucket = self.watermark // BUCKET_MS if self.watermark != NO_TIME else None
+        self._low_bucket: int | None = None    # lowest bucket indexed before the first sweep
 
     # ------------------------------------------------------------------ processing
 
@@ -109,13 +110,22 @@ class Engine:
 
     def _write(self, states: dict[str, dict[str, Any]], dirty: set[str], wm: int) -> None:
         index_add: dict[int, list[str]] = {}
+        # No state may be indexed into a bucket that is already swept (a very late sighting),
+        # or, before the first sweep, far below the newest sighting here: both would be
+        # missed by the sweep and kept forever. Such state expires at the next sweep instead.
+        min_bucket = self._swept_bucket
+        if min_bucket is None and dirty:
+            min_bucket = max(states[k]["last"] for k in dirty) // BUCKET_MS - 2
         for key in dirty:
             st = states[key]
             seen = st["seen"]
             if len(seen) > 8:
                 floor = st["last"] - self.rules.dedupe_ms
                 st["seen"] = {i: t for i, t in seen.items() if t >= floor}
-            bucket = (st["last"] + self.horizon) // BUCKET_MS
+            bucket = max((st["last"] + self.horizon) // BUCKET_MS, min_bucket)
+            if self._swept_bucket is None and (self._low_bucket is None
+                                               or bucket < self._low_bucket):
+                self._low_bucket = bucket
             if st.get("xb") != bucket:
                 st["xb"] = bucket
                 index_add.setdefault(bucket, []).append(key[2:])
@@ -137,6 +147,8 @@ class Engine:
         start = self._swept_bucket
         if start is None:
             start = self._first_bucket(upto)
+            if self._low_bucket is not None:
+                start = min(start, self._low_bucket)
         for bucket in range(start, upto):
             ikey = f"~x:{bucket}"
             raw = self.store.get(ikey)

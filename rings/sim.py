@@ -190,6 +190,7 @@ class Simulator:
         seq = 0
         free_persons = set(self.persons)
         busy: list[tuple[int, int]] = []     # (free again at, person index)
+        rest = int(lo * 3_600_000)           # a person's least rest after a trip or a ride
         while departures:
             start, idx = heapq.heappop(departures)
             while pending and pending[0][0] <= start:
@@ -212,11 +213,13 @@ class Simulator:
                         self._pick_free(free_persons)
                     free_persons.discard(p)
                     riders.append(p)
-                    heapq.heappush(busy, (t_end + 60_000, p))
+                    # A rider rests like any traveller before its next trip or ride: it
+                    # was dropped wherever the vehicle went.
+                    heapq.heappush(busy, (t_end + rest, p))
                     self.subjects[p].zone = self.subjects[idx].zone
             if subj.type == "person":
                 free_persons.discard(idx)
-                heapq.heappush(busy, (t_end + 60_000, idx))
+                heapq.heappush(busy, (t_end + rest, idx))
             for ts, site, d in passes:
                 if ts >= end:
                     break

@@ -25,7 +25,7 @@ from rings.ruleset import RuleSet
 from rings.timefmt import format_ts
 from rings.watchlist import RawWatchlist
 
-from .config import ALERTS, BY_SUBJECT, WATCHLIST, KafkaSettings
+from .config import ALERTS, BY_SUBJECT, ENGINE_DLQ, WATCHLIST, KafkaSettings
 from .envelope import Envelope
 from .ingest import IngestService
 from .metrics import Metrics
@@ -126,6 +126,9 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                                   value_type=bytes,
                                   changelog_topic=watch_topic, partitions=opts.partitions,
                                   synchronize_all_active_partitions=True,
+                                  # Apply each update at once: with the default (1000) a
+                                  # handful of new entries waits in a buffer indefinitely.
+                                  recovery_buffer_size=1,
                                   options={"driver": "rocksdict"})
 
     def on_invalid(key: str, err: InvalidRecord) -> None:
@@ -140,34 +143,58 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         # Partition state may have moved while it was elsewhere: reload from the table.
         engines.clear()
 
+    engine_dlq = app.topic(settings.topic(ENGINE_DLQ), key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+
     @app.agent(by_subject)
     async def detect(stream: Any) -> None:
         async for event in stream.events():
-            p = event.message.partition
             try:
-                env = Envelope.decode(event.value)
-            except Exception as e:  # noqa: BLE001
-                log.error("dropping an undecodable internal envelope: %s", e)
-                continue
-            eng = engines.get(p)
-            if eng is None:
-                eng = engines[p] = Engine(net, rules, watchlist, TableKV(state, f"~{p}"))
-            before = (eng.stats.duplicates, eng.stats.late)
-            alerts = eng.process(env.sightings(), env.wm_before, env.wm_after)
-            metrics.duplicates.inc(eng.stats.duplicates - before[0])
-            metrics.late.inc(eng.stats.late - before[1])
-            if not alerts:
-                continue
-            now_ms = int(time.time() * 1000)
-            emitted = format_ts(now_ms, 0)
-            kts = dict(zip((r[0] for r in env.rows), env.kts)) if env.kts else {}
-            for a in alerts:
-                await alerts_topic.send(key=a.subject.key.encode(),
-                                        value=orjson.dumps(a.to_json(emitted)))
-                metrics.alerts.labels(a.rule, a.severity).inc()
-                t0 = kts.get(a.evidence[-1]) if a.evidence else None
-                if t0:
-                    metrics.latency.observe(max(0.0, (now_ms - t0) / 1000))
+                await _detect_one(event)
+            except Exception as e:  # noqa: BLE001 - never let one envelope kill the agent
+                # A bug, not bad input (input was validated at ingest): keep the envelope
+                # for replay after a fix, and go on with the next one.
+                log.exception("engine failed on an envelope; kept on %s", ENGINE_DLQ)
+                await engine_dlq.send(value=event.value, headers={
+                    "rings-reason": type(e).__name__.encode(),
+                    "rings-partition": str(event.message.partition).encode()})
+                metrics.dlq.labels("engine-error").inc()
+
+    async def _detect_one(event: Any) -> None:
+        p = event.message.partition
+        env = Envelope.decode(event.value)
+        eng = engines.get(p)
+        if eng is None:
+            eng = engines[p] = Engine(net, rules, watchlist, TableKV(state, f"~{p}"))
+        before = (eng.stats.duplicates, eng.stats.late)
+        alerts = eng.process(env.sightings(), env.wm_before, env.wm_after)
+        metrics.duplicates.inc(eng.stats.duplicates - before[0])
+        metrics.late.inc(eng.stats.late - before[1])
+        if not alerts:
+            return
+        now_ms = int(time.time() * 1000)
+        emitted = format_ts(now_ms, 0)
+        kts = dict(zip((r[0] for r in env.rows), env.kts)) if env.kts else {}
+        for a in alerts:
+            await alerts_topic.send(key=a.subject.key.encode(),
+                                    value=orjson.dumps(a.to_json(emitted)))
+            metrics.alerts.labels(a.rule, a.severity).inc()
+            t0 = kts.get(a.evidence[-1]) if a.evidence else None
+            if t0:
+                metrics.latency.observe(max(0.0, (now_ms - t0) / 1000))
+
+    @app.task
+    async def _widen_producer_buffer() -> None:
+        # Table writes are queued in Faust's producer buffer; its default of 100 messages
+        # makes the agent stall and warn on every envelope that touches more subjects.
+        app.producer.buffer.max_messages = 50_000
+
+    @app.page("/ready")
+    async def ready_page(web: Any, request: Any) -> Any:
+        """200 once this worker consumes: its ingest and its detect agent have partitions
+        (or, in a group with more workers than partitions, its ingest is started)."""
+        ok = ingest_ref and ingest_ref[0].started_consuming and bool(app.consumer.assignment())
+        return web.json({"ready": bool(ok)}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -175,10 +202,13 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         return web.bytes(generate_latest(metrics.registry),
                          content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
+    ingest_ref: list[IngestService] = []
+
     class Ingest(IngestService):
         def __init__(self, **kw: Any) -> None:
             super().__init__(settings, net, rules.lateness_ms, opts.partitions,
                              group_id=f"{app_id}-ingest", metrics=metrics, **kw)
+            ingest_ref.append(self)
 
     app.service(Ingest)
     return app, metrics

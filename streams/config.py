@@ -17,6 +17,7 @@ SIGHTINGS_DLQ = "sightings-dlq"
 WATCHLIST = "watchlist"
 ALERTS = "alerts"
 BY_SUBJECT = "rings-by-subject"       # internal: batch envelopes, partitioned by subject key
+ENGINE_DLQ = "rings-engine-dlq"       # internal: envelopes the engine failed on (a bug)
 
 
 @dataclass(frozen=True, slots=True)

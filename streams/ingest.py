@@ -50,6 +50,7 @@ class IngestService(Service):
         self.producer: AIOKafkaProducer | None = None
         self.ingested = 0
         self.rejected = 0
+        self.started_consuming = False
 
     async def on_start(self) -> None:
         s = self.settings
@@ -77,6 +78,7 @@ class IngestService(Service):
             try:
                 batch = await self.consumer.getmany(timeout_ms=self.tick_ms,
                                                     max_records=self.max_records)
+                self.started_consuming = True
                 await self.handle(batch)
             except asyncio.CancelledError:
                 raise

@@ -9,7 +9,8 @@ from rings.net import Net
 from rings.ruleset import RuleSet
 
 from .app import WorkerOptions, build_app
-from .config import ALERTS, BY_SUBJECT, SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST, KafkaSettings
+from .config import (ALERTS, BY_SUBJECT, ENGINE_DLQ, SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST,
+                     KafkaSettings)
 from .kafka_io import ensure_topics, wait_for_broker
 
 
@@ -22,6 +23,7 @@ def topic_specs(partitions: int) -> dict[str, dict]:
         # Internal, created here too: Faust subscribes before it creates topics, and a
         # group whose topics do not exist yet is assigned nothing.
         BY_SUBJECT: {"partitions": partitions},
+        ENGINE_DLQ: {"partitions": 1},
         "rings-subject-state-changelog": {"partitions": partitions, "compact": True},
     }
 
@@ -36,7 +38,6 @@ def prepare(settings: KafkaSettings, partitions: int, timeout: float = 60.0) -> 
 def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
                loglevel: str = "info") -> None:
     prepare(settings, opts.partitions)
-    import faust  # noqa: F401 - imported late: `rings replay` must not need Faust
     from faust.worker import Worker
 
     app, _ = build_app(settings, net, rules, opts)

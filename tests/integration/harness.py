@@ -1,0 +1,236 @@
+"""Test harness for the real broker: a worker subprocess, publishing, and barriers.
+
+Barriers replace sleeps. To know that everything published so far has been processed, the
+harness puts a sentinel subject on every partition (a watchlist entry, then sightings of
+it): order is kept within a partition, so once every sentinel has alerted, every watchlist
+entry and sighting published before it has been applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+SENTINEL_LIST = "sentinel"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def partition_of(key: str, n: int = PARTITIONS) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % n
+
+
+class Worker:
+    """A `rings worker` subprocess with its own data dir and web port."""
+
+    def __init__(self, broker: str, prefix: str, data_dir: Path, log_path: Path,
+                 extra_args: Iterable[str] = ()) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        env = {**os.environ, "RINGS_BROKER": broker, "RINGS_TOPIC_PREFIX": prefix,
+               "PYTHONUNBUFFERED": "1"}
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rings.cli", "worker", "--web-port", str(self.port),
+             "--data-dir", str(data_dir), "--partitions", str(PARTITIONS), *extra_args],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except OSError:
+            return 0, b""
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n"
+                                     + self.log_tail())
+            return self.get("/ready")[0] == 200
+        wait_until(ready, timeout, "the worker to be ready")
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[1].decode()
+
+    def log_tail(self, n: int = 60) -> str:
+        lines = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Kafka:
+    """Synchronous helpers over aiokafka for tests; every topic name gets the prefix."""
+
+    def __init__(self, broker: str, prefix: str) -> None:
+        self.broker = broker
+        self.prefix = prefix
+        self._sentinel_seq = itertools.count()
+        self._sentinels: list[str] | None = None
+
+    def t(self, name: str) -> str:
+        return self.prefix + name
+
+    # ------------------------------------------------------------------ produce
+
+    def send(self, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        async def go() -> None:
+            p = AIOKafkaProducer(bootstrap_servers=self.broker, linger_ms=5)
+            await p.start()
+            try:
+                futs = [await p.send(self.t(topic), v, key=k) for k, v in records]
+                await asyncio.gather(*futs)
+            finally:
+                await p.stop()
+        asyncio.run(go())
+
+    def send_json(self, topic: str, objs: Iterable[dict]) -> None:
+        def key(o: dict) -> bytes:
+            s = o["subject"]
+            return f"{s['type']}:{s['id']}".encode()
+        self.send(topic, [(key(o), orjson.dumps(o)) for o in objs])
+
+    # ------------------------------------------------------------------ consume
+
+    def read_all(self, topic: str, timeout: float = 5.0) -> list[Any]:
+        """Every record now in a topic (up to its end offsets when called)."""
+        async def go() -> list[Any]:
+            c = AIOKafkaConsumer(bootstrap_servers=self.broker, group_id=None,
+                                 auto_offset_reset="earliest", enable_auto_commit=False)
+            await c.start()
+            try:
+                name = self.t(topic)
+                parts = await self._partitions(name)
+                if not parts:
+                    return []
+                tps = [TopicPartition(name, p) for p in parts]
+                c.assign(tps)
+                await c.seek_to_beginning(*tps)
+                ends = await c.end_offsets(tps)
+                out: list[Any] = []
+                deadline = time.monotonic() + timeout
+                while True:
+                    positions = [await c.position(tp) for tp in tps]
+                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                        return out
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"could not read {topic} to its end")
+                    for msgs in (await c.getmany(timeout_ms=200)).values():
+                        out.extend(msgs)
+            finally:
+                await c.stop()
+        return asyncio.run(go())
+
+    async def _partitions(self, name: str) -> list[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+        await admin.start()
+        try:
+            if name not in await admin.list_topics():
+                return []
+            desc = await admin.describe_topics([name])
+            return sorted(p["partition"] for d in desc for p in d["partitions"])
+        finally:
+            await admin.close()
+
+    def alerts(self, include_sentinels: bool = False) -> list[dict]:
+        out = [orjson.loads(m.value) for m in self.read_all("alerts")]
+        if include_sentinels:
+            return out
+        return [a for a in out if not a["subject"]["id"].startswith("SENTINEL-")]
+
+    def dlq(self) -> list[tuple[Any, dict]]:
+        return [(m, orjson.loads(m.value)) for m in self.read_all("sightings-dlq")]
+
+    # ------------------------------------------------------------------ barrier
+
+    def sentinels(self) -> list[str]:
+        """One vehicle id per partition, so sentinels cover every partition."""
+        if self._sentinels is None:
+            found: dict[int, str] = {}
+            for k in itertools.count():
+                sid = f"SENTINEL-{k}"
+                found.setdefault(partition_of(f"vehicle:{sid}"), sid)
+                if len(found) == PARTITIONS:
+                    break
+            self._sentinels = [found[p] for p in range(PARTITIONS)]
+        return self._sentinels
+
+    def barrier(self, worker: Worker | None = None, timeout: float = 90.0,
+                ts: str = "2026-11-29T12:00:00+08:00") -> None:
+        """Return once everything published before the call has been processed."""
+        ids = self.sentinels()
+        self.send_json("watchlist", [
+            {"subject": {"type": "vehicle", "id": sid}, "list": SENTINEL_LIST,
+             "severity": "low", "reason": f"barrier {next(self._sentinel_seq)}"}
+            for sid in ids])
+        pending = set(ids)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if worker is not None and not worker.alive:
+                raise AssertionError("worker died:\n" + worker.log_tail())
+            round_ids = {}
+            for sid in pending:
+                n = next(self._sentinel_seq)
+                round_ids[f"barrier-{sid}-{n}"] = sid
+            self.send_json("sightings", [
+                {"id": rid, "ts": ts, "site": "CP01", "dir": "in",
+                 "subject": {"type": "vehicle", "id": sid}} for rid, sid in round_ids.items()])
+            round_deadline = min(deadline, time.monotonic() + 3.0)
+            while time.monotonic() < round_deadline and pending:
+                seen = {e for a in self.alerts(include_sentinels=True)
+                        for e in a["evidence"]}
+                for rid, sid in round_ids.items():
+                    if rid in seen:
+                        pending.discard(sid)
+                if pending:
+                    time.sleep(0.2)
+            if time.monotonic() > deadline and pending:
+                raise AssertionError(f"barrier: no alert for sentinels {sorted(pending)} "
+                                     f"within {timeout:.0f}s")

@@ -1,0 +1,145 @@
+"""The worker on the real broker: watchlist hits, dead letters, duplicates, tombstones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from referencing import Registry, Resource
+
+from .harness import Kafka
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "rings" / "schemas"
+T0 = "2026-11-29T08:30:00.250+08:00"
+
+
+def _validator(name: str) -> jsonschema.Validator:
+    reg = Registry()
+    for f in SCHEMAS.glob("*.json"):
+        s = json.loads(f.read_text())
+        reg = reg.with_resource(s["$id"], Resource.from_contents(s))
+        reg = reg.with_resource(f.name, Resource.from_contents(s))
+    schema = json.loads((SCHEMAS / name).read_text())
+    return jsonschema.Draft202012Validator(schema, registry=reg)
+
+
+def sighting(sid: str, subject: tuple[str, str], site: str = "BK01", dir: str | None = "in",
+             ts: str = T0, with_: list[tuple[str, str]] | None = None) -> dict:
+    d: dict = {"id": sid, "ts": ts, "site": site, "subject": {"type": subject[0], "id": subject[1]}}
+    if dir:
+        d["dir"] = dir
+    if with_:
+        d["with"] = [{"type": t, "id": i} for t, i in with_]
+    return d
+
+
+def entry(subject: tuple[str, str], lst: str, sev: str, **kw: object) -> dict:
+    return {"subject": {"type": subject[0], "id": subject[1]}, "list": lst, "severity": sev, **kw}
+
+
+WANTED = ("vehicle", "蒙K3X521")
+FUGITIVE = ("person", "p-9f2c41")
+EXPIRED = ("vehicle", "蒙K00001")
+PERMIT = ("vehicle", "蒙K88888")
+CARRIER = ("vehicle", "蒙B12345")
+
+
+def test_hits_dead_letters_and_duplicates(kafka: Kafka, start_worker) -> None:
+    worker = start_worker()
+    kafka.send_json("watchlist", [
+        entry(WANTED, "wanted", "critical", reason="armed robbery suspect",
+              **{"from": "2026-11-01T00:00:00+08:00", "until": "2026-12-31T00:00:00+08:00"}),
+        entry(FUGITIVE, "fugitive", "high"),
+        entry(EXPIRED, "stolen", "high", until="2026-11-29T00:00:00+08:00"),
+        entry(PERMIT, "permit", "high", permit={"route": ["CP03"]}),
+    ])
+    kafka.barrier(worker)
+
+    good = [
+        sighting("s-wanted", WANTED, "BK01", "in"),
+        sighting("s-carrier", CARRIER, "CP01", "in", with_=[FUGITIVE, ("person", "p-other")]),
+        sighting("s-expired", EXPIRED, "BK02", "in"),
+        sighting("s-permit", PERMIT, "BK03", "out"),
+        sighting("s-wanted", WANTED, "BK01", "in"),            # a duplicate id
+    ]
+    garbage = [
+        (b"nokey", b"this is not json", "bad-json"),
+        (None, b"\xff\xfe\x00binary", "bad-json"),
+        (None, b"[1, 2, 3]", "not-an-object"),
+        (None, orjson.dumps({"id": "g1", "site": "CP01", "subject": {"type": "vehicle", "id": "X"}}),
+         "missing-field"),
+        (None, orjson.dumps(sighting("g2", WANTED, "NOPE")), "unknown-site"),
+        (None, orjson.dumps({**sighting("g3", WANTED), "ts": "yesterday"}), "bad-ts"),
+        (None, orjson.dumps({**sighting("g4", WANTED), "dir": "sideways"}), "bad-field"),
+        (None, b"[" * 100_000, "too-large"),
+    ]
+    kafka.send("sightings", [(None, orjson.dumps(s)) for s in good[:3]]
+               + [(k, v) for k, v, _ in garbage] + [(None, orjson.dumps(s)) for s in good[3:]])
+    kafka.barrier(worker)
+
+    alerts = kafka.alerts()
+    got = sorted((a["rule"], a["subject"]["id"], tuple(a["evidence"])) for a in alerts)
+    assert got == [("watchlist-hit", FUGITIVE[1], ("s-carrier",)),
+                   ("watchlist-hit", WANTED[1], ("s-wanted",))]
+    by_subject = {a["subject"]["id"]: a for a in alerts}
+    w = by_subject[WANTED[1]]
+    assert (w["severity"], w["site"], w["ring"], w["zone"], w["dir"]) == \
+        ("critical", "BK01", "core", "core", "in")
+    assert w["ts"] == T0 and w["related"] == []
+    f = by_subject[FUGITIVE[1]]
+    assert f["severity"] == "high" and (f["ring"], f["zone"]) == ("city", "city")
+    assert {r["id"] for r in f["related"]} == {CARRIER[1], "p-other"}
+    v = _validator("alert.schema.json")
+    for a in alerts:
+        v.validate(a)
+
+    dlq = kafka.dlq()
+    assert len(dlq) == len(garbage)
+    dv = _validator("dead-letter.schema.json")
+    expected = {raw: reason for _, raw, reason in garbage}
+    for msg, rec in dlq:
+        dv.validate(rec)
+        original = rec["original"].encode() if "original" in rec else \
+            __import__("base64").b64decode(rec["original_b64"])
+        assert original in expected, original[:60]
+        assert rec["reason"] == expected[original]
+        assert dict(msg.headers)["rings-reason"] == rec["reason"].encode()
+        assert WANTED[1] not in rec["detail"]
+    assert worker.alive
+    metrics = worker.metrics()
+    assert 'rings_dlq_total{reason="bad-json"} 2.0' in metrics
+    assert "rings_duplicates_total 1.0" in metrics
+    assert WANTED[1] not in metrics and FUGITIVE[1] not in metrics
+
+
+def test_tombstone_removes_an_entry(kafka: Kafka, start_worker) -> None:
+    worker = start_worker()
+    kafka.send_json("watchlist", [entry(WANTED, "wanted", "critical")])
+    kafka.barrier(worker)
+    kafka.send_json("sightings", [sighting("before", WANTED)])
+    kafka.barrier(worker)
+    assert [a["evidence"] for a in kafka.alerts()] == [["before"]]
+
+    kafka.send("watchlist", [(f"{WANTED[0]}:{WANTED[1]}".encode(), None)])
+    kafka.barrier(worker)       # the tombstone precedes the barrier's entries
+    kafka.send_json("sightings", [sighting("after", WANTED)])
+    kafka.barrier(worker)
+    assert [a["evidence"] for a in kafka.alerts()] == [["before"]]
+
+
+@pytest.mark.parametrize("restart", [True])
+def test_duplicate_after_restart_does_not_alert_again(kafka: Kafka, start_worker,
+                                                      restart: bool) -> None:
+    w1 = start_worker("a")
+    kafka.send_json("watchlist", [entry(WANTED, "wanted", "critical")])
+    kafka.barrier(w1)
+    kafka.send_json("sightings", [sighting("once", WANTED)])
+    kafka.barrier(w1)
+    assert w1.stop() == 0
+    w2 = start_worker("a")      # same data dir: RocksDB state and changelog both survive
+    kafka.send_json("sightings", [sighting("once", WANTED)])
+    kafka.barrier(w2)
+    assert [a["evidence"] for a in kafka.alerts()] == [["once"]]
