@@ -2,48 +2,101 @@
 
 A source with several partitions is read unevenly: one partition may be minutes ahead of
 another that is still catching up. Taking the newest time seen overall would make the
-lagging partition's sightings look late. So the watermark is the newest time seen, held
-back by every partition that still has unread data, minus the allowed lateness. A partition
-that is fully read cannot hold it back (it has nothing older to deliver, except late data).
+lagging partition's sightings look late. So the watermark is the lowest of the partitions'
+newest times, minus the allowed lateness. A partition that is read to its end and has
+delivered nothing for `idle_s` seconds of wall-clock time is idle and no longer holds the
+others back (a quiet road must not stop the clock); it holds them again as soon as it
+delivers. A partition with unread data is never idle, however long it waits its turn.
+
+Wall-clock time is passed in by the driver, so this stays deterministic and testable.
+Replay has one source partition that is never idle: its watermark is the newest event time
+read so far, minus the lateness.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-from .engine import NO_TIME
+import orjson
+
+from .schedule import NO_TIME
+
+if TYPE_CHECKING:
+    from .state import KV
 
 
 class Watermark:
-    def __init__(self, lateness_ms: int) -> None:
+    def __init__(self, lateness_ms: int, idle_s: float = 5.0) -> None:
         self.lateness_ms = lateness_ms
+        self.idle_s = idle_s
         self.max_by_partition: dict[int, int] = {}
-        self.max_ts = NO_TIME
+        self.seen_at: dict[int, float] = {}    # wall-clock time of the last delivery
         self._value = NO_TIME
 
-    def observe(self, partition: int, ts: int) -> None:
+    def assign(self, partitions: Iterable[int], now: float) -> None:
+        """Partitions this reader now owns; a new one holds the clock until it delivers or
+        goes idle. Partitions no longer owned are forgotten."""
+        owned = set(partitions)
+        for p in list(self.seen_at):
+            if p not in owned:
+                self.seen_at.pop(p)
+                self.max_by_partition.pop(p, None)
+        for p in owned:
+            self.seen_at.setdefault(p, now)
+
+    def observe(self, partition: int, ts: int, now: float = 0.0) -> None:
+        self.seen_at[partition] = now
         if ts > self.max_by_partition.get(partition, NO_TIME):
             self.max_by_partition[partition] = ts
-            if ts > self.max_ts:
-                self.max_ts = ts
 
-    def value(self, lagging: Iterable[int] = ()) -> int:
-        """The watermark given the partitions that still have unread data; never decreases."""
-        if self.max_ts == NO_TIME:
+    def value(self, now: float = 0.0, caught_up: Iterable[int] = ()) -> int:
+        """The watermark now, given the partitions read to their end; never decreases."""
+        done = set(caught_up)
+        active = [p for p, t in self.seen_at.items()
+                  if p not in done or now - t < self.idle_s]
+        if active:
+            if any(p not in self.max_by_partition for p in active):
+                return self._value      # an active partition we know nothing of yet
+            bound = min(self.max_by_partition[p] for p in active)
+        elif self.max_by_partition:
+            bound = max(self.max_by_partition.values())
+        else:
             return self._value
-        bound = self.max_ts
-        for p in lagging:
-            m = self.max_by_partition.get(p)
-            if m is None:
-                return self._value      # a lagging partition we know nothing of yet
-            if m < bound:
-                bound = m
         wm = bound - self.lateness_ms
         if wm > self._value:
             self._value = wm
         return self._value
 
-    def forget(self, partitions: Iterable[int]) -> None:
-        """Partitions moved to another worker no longer hold this one back."""
-        for p in partitions:
-            self.max_by_partition.pop(p, None)
+
+class SourceClock:
+    """The watermark of a stage fed by several upstream partitions.
+
+    Each envelope says, for the upstream partitions its sender owns, how far event time has
+    certainly come there. The stage's watermark is the lowest of them, once every upstream
+    partition has reported: so a worker that lags behind its peers holds the others back
+    instead of seeing its sightings arrive late. Reports survive restarts in the store.
+    """
+
+    def __init__(self, store: "KV", key: str, sources: int) -> None:
+        self.store = store
+        self.key = key
+        self.sources = sources
+        raw = store.get(key)
+        self.reports: dict[int, int] = {int(k): v for k, v in orjson.loads(raw).items()} \
+            if raw is not None else {}
+
+    def update(self, reports: dict[int, int]) -> int | None:
+        changed = False
+        for src, wm in reports.items():
+            if wm > self.reports.get(src, NO_TIME):
+                self.reports[src] = wm
+                changed = True
+        if changed:
+            self.store.put(self.key, orjson.dumps({str(k): v for k, v in
+                                                   self.reports.items()}))
+        return self.value()
+
+    def value(self) -> int | None:
+        if len(self.reports) < self.sources:
+            return None
+        return min(self.reports.values())

@@ -1,172 +1,146 @@
-"""The detector core: batches of sightings in, alerts out, state in a key-value store.
+"""The subject stage of the detector core: sightings in, alerts out, state per subject.
 
 Both drivers (the streaming worker and `rings replay`) call `Engine.process` with the same
-sightings and get the same alerts; they differ only in where batches come from and in which
-store backs the state. Per batch, each subject's state is read once and written once, so the
-cost of the store (a changelog message per write in the worker) is paid per subject, not per
-sighting.
+sightings and watermarks and get the same alerts; they differ only in where batches come
+from and in which store backs the state. Per batch, each subject's state is read once and
+written once (see `schedule.EntityTable`), so a changelog-backed store costs per subject,
+not per sighting.
 
-State layout (all keys in one store, one store per partition):
-- `s:<subject key>`: the subject's state (recent sighting ids, detectors' memory), JSON;
-- `~x:<minute>`: subjects whose state may expire in that minute of event time (an index,
-  so expiry never scans the store);
-- `~wm`: the watermark reached, so a restarted worker does not move event time backwards.
+Per sighting, on arrival: refuse a duplicate id; run the arrival rules; queue the sighting
+for the ordered rules, unless it is late (older than the watermark). When the watermark
+advances, every subject with queued sightings or deadlines before it is judged by the
+ordered rules in event-time order (ties by sighting id), and subjects whose windows are
+all over are forgotten.
+
+Subject state (JSON): `seen` {id: ts} for duplicates, `last` newest ts, `q` queued rows for
+ordered rules, `tm` deadlines, `r` {rule id: rule state}, `nx`/`xb` scheduling.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import orjson
-
-from .detectors import Context, Detector
-from .models import Alert, Sighting
+from .detectors import Context
+from .detectors.base import Event, Timers
+from .models import Alert, Sighting, Subject
 from .net import Net
 from .ruleset import RuleSet
+from .schedule import NO_TIME, SECOND
+from .stage import Stage, Stats
 from .state import KV
 from .watchlist import WatchlistView
 
-BUCKET_MS = 60_000
-NO_TIME = -(2**62)
+__all__ = ["BUCKET_MS", "NO_TIME", "Engine", "Stats"]
+
+BUCKET_MS = SECOND
 
 
-@dataclass(slots=True)
-class Stats:
-    """Counters the drivers turn into metrics; plain ints so the core stays dependency-free."""
-
-    processed: int = 0
-    duplicates: int = 0
-    late: int = 0
-    expired: int = 0
-    alerts: int = 0
-    by_rule: dict[str, int] = field(default_factory=dict)
-
-
-class Engine:
+class Engine(Stage[Sighting, Alert]):
     def __init__(self, net: Net, rules: RuleSet, watchlist: WatchlistView, store: KV) -> None:
+        super().__init__(store, "s:")
         self.net = net
         self.rules = rules
         self.ctx = Context(net, watchlist)
-        self.store = store
-        self.detectors: list[Detector] = list(rules.detectors)
-        self.stateful = [d for d in self.detectors if d.stateful]
-        self.stateless = [d for d in self.detectors if not d.stateful]
-        self.horizon = max([rules.dedupe_ms, rules.lateness_ms,
-                            *(d.horizon_ms() for d in self.detectors)])
-        self.stats = Stats()
-        raw = store.get("~wm")
-        self.watermark: int = orjson.loads(raw) if raw is not None else NO_TIME
-        self._swept_bucket = self.watermark // BUCKET_MS if self.watermark != NO_TIME else None
-        self._low_bucket: int | None = None    # lowest bucket indexed before the first sweep
-
-    # ------------------------------------------------------------------ processing
+        for d in rules.detectors:
+            d.setup(net)
+        self.arrival = [d for d in rules.detectors if d.mode == "arrival"]
+        self.ordered = [d for d in rules.detectors if d.mode == "ordered"]
+        self.by_id = {d.rule_id: d for d in rules.detectors}
+        # How long a subject's state lives after its last sighting, at most (links of
+        # linked-hit excepted: few subjects have them, and keep_until bounds them).
+        self.horizon = max(rules.dedupe_ms, rules.lateness_ms,
+                           *(d.horizon_ms() for d in self.ordered))
 
     def process(self, batch: Iterable[Sighting], watermark: int | None = None,
                 advance_to: int | None = None) -> list[Alert]:
-        """Run every rule over a batch; `watermark` is the driver's event-time watermark
-        before the batch, `advance_to` the one after it (both from the driver, so that the
-        worker and replay judge lateness alike).
+        return self._count(super().process(batch, watermark, advance_to))
 
-        A sighting older than the watermark is late: stateless rules still judge it (a
-        wanted car seen late is still a wanted car), stateful rules skip it.
-        """
-        alerts: list[Alert] = []
-        states: dict[str, dict[str, Any]] = {}
-        dirty: set[str] = set()
-        wm = self.watermark if watermark is None else max(self.watermark, watermark)
-        for s in batch:
-            key = "s:" + s.key
-            st = states.get(key)
-            if st is None:
-                raw = self.store.get(key)
-                st = orjson.loads(raw) if raw is not None else {"seen": {}, "last": NO_TIME}
-                states[key] = st
-            seen = st["seen"]
-            if s.id in seen:
-                self.stats.duplicates += 1
+    def advance(self, watermark: int) -> list[Alert]:
+        return self._count(super().advance(watermark))
+
+    # ------------------------------------------------------------------ hooks
+
+    def _arrive(self, s: Sighting, wm: int, out: list[Alert]) -> None:
+        key = s.key
+        st = self.table.get(key)
+        if st is None:
+            st = {"seen": {}, "last": NO_TIME}
+        seen = st["seen"]
+        if s.id in seen:
+            self.stats.duplicates += 1
+            return
+        seen[s.id] = s.ts
+        if s.ts > st["last"]:
+            st["last"] = s.ts
+        self.stats.processed += 1
+        stype = s.subject.type
+        for d in self.arrival:
+            if d.applies(stype):
+                out.extend(d.on_arrival(s, self.ctx, st.setdefault("r", {})
+                                        .setdefault(d.rule_id, {}), wm))
+        if s.ts < wm:
+            self.stats.late += 1
+        elif self.ordered:
+            self.enqueue(st, [s.ts, s.id, s.site, s.dir, s.tz])
+        if len(seen) > 8:
+            floor = st["last"] - self.rules.dedupe_ms
+            st["seen"] = {i: t for i, t in seen.items() if t >= floor}
+        self._reschedule(key, st)
+
+    def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[Alert]) -> None:
+        """Feed the ordered rules everything of this subject before `limit`, in time order.
+        At a tie a sighting goes before a deadline: a checkpoint pass exactly at the
+        deadline still counts."""
+        q = st.get("q") or []
+        timers = Timers(st.get("tm") or [])
+        if not q and not timers.rows:
+            return
+        subject = Subject.from_key(key)
+        rstate = st.setdefault("r", {})
+        stype = subject.type
+        qi = 0
+        while True:
+            ev_t = q[qi][0] if qi < len(q) and q[qi][0] < limit else None
+            tm_t = timers.rows[0][0] if timers.rows and timers.rows[0][0] < limit else None
+            if ev_t is None and tm_t is None:
+                break
+            if tm_t is not None and (ev_t is None or tm_t < ev_t):
+                deadline, rule, payload = timers.rows.pop(0)
+                d = self.by_id.get(rule)
+                if d is not None:
+                    out.extend(d.on_timer(deadline, payload, subject, self.ctx,
+                                          rstate.setdefault(rule, {})))
                 continue
-            seen[s.id] = s.ts
-            if s.ts > st["last"]:
-                st["last"] = s.ts
-            dirty.add(key)
-            self.stats.processed += 1
-            for d in self.stateless:
-                alerts.extend(d.on_sighting(s, self.ctx, None))
-            if s.ts < wm:
-                self.stats.late += 1
+            ev = Event.from_row(q[qi], subject)
+            qi += 1
+            for d in self.ordered:
+                if d.applies(stype):
+                    out.extend(d.on_event(ev, self.ctx, rstate.setdefault(d.rule_id, {}),
+                                          timers))
+        del q[:qi]
+        for name, value in (("q", q), ("tm", timers.rows)):
+            if value:
+                st[name] = value
             else:
-                for d in self.stateful:
-                    alerts.extend(d.on_sighting(s, self.ctx, st))
-        self._write(states, dirty, wm)
-        target = wm if advance_to is None else max(wm, advance_to)
-        if target > self.watermark:
-            alerts.extend(self.advance(target))
+                st.pop(name, None)
+
+    def _next_action(self, st: dict[str, Any]) -> int:
+        keep = st["last"] + self.horizon
+        r = st.get("r")
+        if r:
+            for rule, rs in list(r.items()):
+                d = self.by_id.get(rule)
+                if d is None or not rs:
+                    del r[rule]
+                    continue
+                keep = max(keep, d.keep_until(rs))
+        # Pending work comes first; the windows (`keep`) are looked at again after it.
+        pending = [x[0][0] for x in (st.get("q"), st.get("tm")) if x]
+        return min(pending) if pending else keep
+
+    def _count(self, alerts: list[Alert]) -> list[Alert]:
         for a in alerts:
             a.rules_version = self.rules.version
             self.stats.by_rule[a.rule] = self.stats.by_rule.get(a.rule, 0) + 1
         self.stats.alerts += len(alerts)
         return alerts
-
-    def _write(self, states: dict[str, dict[str, Any]], dirty: set[str], wm: int) -> None:
-        index_add: dict[int, list[str]] = {}
-        # No state may be indexed into a bucket that is already swept (a very late sighting),
-        # or, before the first sweep, far below the newest sighting here: both would be
-        # missed by the sweep and kept forever. Such state expires at the next sweep instead.
-        min_bucket = self._swept_bucket
-        if min_bucket is None and dirty:
-            min_bucket = max(states[k]["last"] for k in dirty) // BUCKET_MS - 2
-        for key in dirty:
-            st = states[key]
-            seen = st["seen"]
-            if len(seen) > 8:
-                floor = st["last"] - self.rules.dedupe_ms
-                st["seen"] = {i: t for i, t in seen.items() if t >= floor}
-            bucket = max((st["last"] + self.horizon) // BUCKET_MS, min_bucket)
-            if self._swept_bucket is None and (self._low_bucket is None
-                                               or bucket < self._low_bucket):
-                self._low_bucket = bucket
-            if st.get("xb") != bucket:
-                st["xb"] = bucket
-                index_add.setdefault(bucket, []).append(key[2:])
-            self.store.put(key, orjson.dumps(st))
-        for bucket, keys in index_add.items():
-            ikey = f"~x:{bucket}"
-            raw = self.store.get(ikey)
-            self.store.put(ikey, orjson.dumps((orjson.loads(raw) if raw else []) + keys))
-
-    # ------------------------------------------------------------------ event time
-
-    def advance(self, watermark: int) -> list[Alert]:
-        """Move event time forward: expire state whose windows have passed."""
-        if watermark <= self.watermark:
-            return []
-        self.watermark = watermark
-        self.store.put("~wm", orjson.dumps(watermark))
-        upto = watermark // BUCKET_MS          # buckets strictly below this are over
-        start = self._swept_bucket
-        if start is None:
-            start = self._first_bucket(upto)
-            if self._low_bucket is not None:
-                start = min(start, self._low_bucket)
-        for bucket in range(start, upto):
-            ikey = f"~x:{bucket}"
-            raw = self.store.get(ikey)
-            if raw is None:
-                continue
-            for subject_key in orjson.loads(raw):
-                key = "s:" + subject_key
-                sraw = self.store.get(key)
-                if sraw is None:
-                    continue
-                st = orjson.loads(sraw)
-                if st.get("xb") == bucket:
-                    self.store.delete(key)
-                    self.stats.expired += 1
-            self.store.delete(ikey)
-        self._swept_bucket = upto
-        return []
-
-    def _first_bucket(self, upto: int) -> int:
-        # First advance after a cold start: nothing older than the horizon can be indexed.
-        return upto - (self.horizon // BUCKET_MS) - 2

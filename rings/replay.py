@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterable, Iterator
 
+from .clock import Watermark
 from .decode import Limits, decode_sightings
-from .engine import NO_TIME, Engine
 from .errors import InvalidRecord
 from .models import Alert
 from .net import Net
+from .pipeline import Pipeline
 from .ruleset import RuleSet
-from .state import MemoryKV
 from .watchlist import WatchlistView
 
 BadLine = Callable[[int, InvalidRecord], None]
@@ -30,28 +30,25 @@ class ReplayStats:
 def replay_lines(lines: Iterable[bytes], net: Net, rules: RuleSet, watchlist: WatchlistView,
                  *, on_bad: BadLine | None = None, batch_size: int = 1000,
                  limits: Limits = Limits(), stats: ReplayStats | None = None,
-                 engine: Engine | None = None) -> Iterator[Alert]:
+                 pipeline: Pipeline | None = None) -> Iterator[Alert]:
     """Yield alerts for JSON lines (bytes, one sighting each; blank lines are skipped)."""
-    eng = engine or Engine(net, rules, watchlist, MemoryKV())
+    pipe = pipeline or Pipeline(net, rules, watchlist)
     st = stats or ReplayStats()
-    max_ts = NO_TIME
+    wm = Watermark(rules.lateness_ms, idle_s=float("inf"))
     buf: list[bytes] = []
     numbers: list[int] = []
 
     def flush() -> Iterator[Alert]:
-        nonlocal max_ts
         ok, bad = decode_sightings(buf, net.sites, limits)
         for i, err in bad:
             st.bad += 1
             if on_bad is not None:
                 on_bad(numbers[i], err)
-        before = max_ts - rules.lateness_ms if max_ts != NO_TIME else None
+        before = wm.value()
         batch = [s for _, s in ok]
         for s in batch:
-            if s.ts > max_ts:
-                max_ts = s.ts
-        after = max_ts - rules.lateness_ms if max_ts != NO_TIME else None
-        yield from eng.process(batch, before, after)
+            wm.observe(0, s.ts)
+        yield from pipe.process(batch, before, wm.value())
         buf.clear()
         numbers.clear()
 

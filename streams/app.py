@@ -1,10 +1,14 @@
-"""The Faust application: topics, tables, the detect agent, the ingest service, /metrics.
+"""The Faust application: topics, tables, the stage agents, the ingest service, web pages.
 
 Topology (one worker process; several share the work through consumer groups):
 
-    sightings ──ingest (aiokafka, bulk)──▶ rings-by-subject ──detect (Faust agent)──▶ alerts
-        └──────────────── bad records ──▶ sightings-dlq        ▲
-    watchlist (compacted) ──▶ GlobalTable ─────────────────────┘
+    sightings ──ingest──▶ rings-by-subject ──subjects (Engine)─────────────────────▶ alerts
+        │        └─────▶ rings-by-site ────sites (SiteStage)──▶ rings-by-pair ──pairs──▶ alerts
+        └── bad records ──▶ sightings-dlq
+    watchlist (compacted) ──▶ GlobalTable, read by every stage
+
+Each agent runs its core stage per partition, on a Faust table (RocksDB + changelog)
+co-partitioned with its input topic, and learns event time from the envelopes.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from rings.engine import Engine
+from rings.clock import SourceClock
+from rings.convoy import CoPass, PairStage, SiteStage
+from rings.detectors import Context
+from rings.engine import NO_TIME, Engine
 from rings.errors import InvalidRecord
+from rings.models import Alert, Sighting
 from rings.net import Net
 from rings.ruleset import RuleSet
 from rings.timefmt import format_ts
 from rings.watchlist import RawWatchlist
 
-from .config import ALERTS, BY_SUBJECT, ENGINE_DLQ, WATCHLIST, KafkaSettings
-from .envelope import Envelope
+from .config import ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, WATCHLIST, KafkaSettings
+from .envelope import Envelope, partition_for
 from .ingest import IngestService
 from .metrics import Metrics
 
@@ -35,7 +43,8 @@ log = logging.getLogger("rings.worker")
 
 @dataclass(slots=True)
 class WorkerOptions:
-    partitions: int = 4
+    partitions: int = 4                 # of the internal topics and tables
+    source_partitions: int = 4          # of the `sightings` topic
     data_dir: str = "./.rings-data"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
@@ -57,18 +66,20 @@ class ExternalGlobalTable(faust.GlobalTable):
 class TableKV:
     """The core's KV interface over a Faust table of raw bytes.
 
-    Reads and writes happen inside the detect agent, so Faust routes them to the RocksDB
-    instance and changelog partition of the envelope being processed.
+    Reads and writes happen inside an agent, so Faust routes them to the RocksDB instance
+    and changelog partition of the envelope being processed. Entity keys are unique to their
+    partition by construction; bookkeeping keys (`~...`) are the same in every partition,
+    so they get the partition's prefix.
     """
 
     __slots__ = ("table", "prefix")
 
-    def __init__(self, table: Any, prefix: str) -> None:
+    def __init__(self, table: Any, partition: int) -> None:
         self.table = table
-        self.prefix = prefix   # per-partition prefix for the engine's bookkeeping keys
+        self.prefix = f"~{partition}"
 
     def _k(self, key: str) -> bytes:
-        return (key if key.startswith("s:") else self.prefix + key).encode()
+        return (self.prefix + key if key[0] == "~" else key).encode()
 
     def get(self, key: str) -> bytes | None:
         return self.table.get(self._k(key))
@@ -106,25 +117,34 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     )
     metrics = Metrics()
     metrics.rules_version.labels(rules.version).set(1)
+    convoys = [d for d in rules.detectors if d.mode == "stage"]
 
-    by_subject = app.topic(settings.topic(BY_SUBJECT), key_type=bytes, value_type=bytes,
-                           key_serializer="raw", value_serializer="raw",
-                           partitions=opts.partitions, internal=True)
-    alerts_topic = app.topic(settings.topic(ALERTS), key_type=bytes, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
+    def raw_topic(name: str, **kw: Any) -> Any:
+        return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", **kw)
+
+    def state_table(name: str) -> Any:
+        # key_type/value_type bytes select the raw codec for the store and the changelog
+        # (a Schema alone does not reach the store, which then falls back to JSON).
+        return app.Table(name, key_type=bytes, value_type=bytes, partitions=opts.partitions,
+                         options={"driver": "rocksdict"})
+
+    by_subject = raw_topic(BY_SUBJECT, partitions=opts.partitions, internal=True)
+    by_site = raw_topic(BY_SITE, partitions=opts.partitions, internal=True)
+    by_pair = raw_topic(BY_PAIR, partitions=opts.partitions, internal=True)
+    alerts_topic = raw_topic(ALERTS)
+    engine_dlq = raw_topic(ENGINE_DLQ)
+    subject_state = state_table("subject-state")
+    site_state = state_table("site-state")
+    pair_state = state_table("pair-state")
+
     raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
-    # key_type/value_type bytes select the raw codec for the store and the changelog
-    # (a Schema alone does not reach the store, which then falls back to JSON).
-    state = app.Table("subject-state", schema=raw, key_type=bytes, value_type=bytes,
-                      partitions=opts.partitions,
-                      options={"driver": "rocksdict"})
-    watch_topic = app.topic(settings.topic(WATCHLIST), schema=raw)
     # Every worker needs the whole watchlist: a global table reads all partitions of the
     # compacted contract topic itself (no changelog of its own).
     watch_table = app.GlobalTable(settings.topic(WATCHLIST), schema=raw, key_type=bytes,
-                                  value_type=bytes,
-                                  changelog_topic=watch_topic, partitions=opts.partitions,
+                                  value_type=bytes, changelog_topic=raw_topic(WATCHLIST),
+                                  partitions=opts.partitions,
                                   synchronize_all_active_partitions=True,
                                   # Apply each update at once: with the default (1000) a
                                   # handful of new entries waits in a buffer indefinitely.
@@ -136,45 +156,29 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         log.warning("ignoring an invalid watchlist entry: %s", err.reason)
 
     watchlist = RawWatchlist(lambda k: watch_table.get(k.encode()), net.sites, on_invalid)
-    engines: dict[int, Engine] = {}
+    ctx = Context(net, watchlist)
+
+    # Per partition: the stage objects and the clock of their upstream partitions. Rebuilt
+    # after every rebalance, since a partition's state may have moved while it was away.
+    subjects: dict[int, tuple[Engine, SourceClock]] = {}
+    sites: dict[int, tuple[list[SiteStage], SourceClock]] = {}
+    pairs: dict[int, tuple[dict[str, PairStage], SourceClock]] = {}
+    sent_frontier: dict[int, int] = {}
 
     @app.on_partitions_assigned.connect
-    async def _reset_engines(app: faust.App, assigned: Any, **kw: Any) -> None:
-        # Partition state may have moved while it was elsewhere: reload from the table.
-        engines.clear()
+    async def _reset(app: faust.App, assigned: Any, **kw: Any) -> None:
+        subjects.clear()
+        sites.clear()
+        pairs.clear()
+        sent_frontier.clear()
 
-    engine_dlq = app.topic(settings.topic(ENGINE_DLQ), key_type=bytes, value_type=bytes,
-                           key_serializer="raw", value_serializer="raw")
-
-    @app.agent(by_subject)
-    async def detect(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                await _detect_one(event)
-            except Exception as e:  # noqa: BLE001 - never let one envelope kill the agent
-                # A bug, not bad input (input was validated at ingest): keep the envelope
-                # for replay after a fix, and go on with the next one.
-                log.exception("engine failed on an envelope; kept on %s", ENGINE_DLQ)
-                await engine_dlq.send(value=event.value, headers={
-                    "rings-reason": type(e).__name__.encode(),
-                    "rings-partition": str(event.message.partition).encode()})
-                metrics.dlq.labels("engine-error").inc()
-
-    async def _detect_one(event: Any) -> None:
-        p = event.message.partition
-        env = Envelope.decode(event.value)
-        eng = engines.get(p)
-        if eng is None:
-            eng = engines[p] = Engine(net, rules, watchlist, TableKV(state, f"~{p}"))
-        before = (eng.stats.duplicates, eng.stats.late)
-        alerts = eng.process(env.sightings(), env.wm_before, env.wm_after)
-        metrics.duplicates.inc(eng.stats.duplicates - before[0])
-        metrics.late.inc(eng.stats.late - before[1])
+    async def emit(alerts: list[Alert], env: Envelope | None = None) -> None:
         if not alerts:
             return
         now_ms = int(time.time() * 1000)
         emitted = format_ts(now_ms, 0)
-        kts = dict(zip((r[0] for r in env.rows), env.kts)) if env.kts else {}
+        kts = dict(zip((r[0] for r in env.rows), env.kts)) if env is not None and env.kts \
+            else {}
         for a in alerts:
             await alerts_topic.send(key=a.subject.key.encode(),
                                     value=orjson.dumps(a.to_json(emitted)))
@@ -183,16 +187,100 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             if t0:
                 metrics.latency.observe(max(0.0, (now_ms - t0) / 1000))
 
+    def show_watermark(stage: str, stages: Any) -> None:
+        marks = [st.watermark for st in stages]
+        if marks and min(marks) > NO_TIME:
+            metrics.stage_watermark.labels(stage).set(min(marks) / 1000)
+
+    def stage_agent(topic: Any, name: str) -> Any:
+        """An agent that hands each envelope to `handle`; one envelope never kills it."""
+        def wrap(handle: Any) -> Any:
+            async def agent(stream: Any) -> None:
+                async for event in stream.events():
+                    try:
+                        await handle(event.message.partition, Envelope.decode(event.value))
+                    except Exception as e:  # noqa: BLE001
+                        # A bug, not bad input (input was validated at ingest): keep the
+                        # envelope for replay after a fix, and go on with the next one.
+                        log.exception("%s failed on an envelope; kept on %s", name,
+                                      ENGINE_DLQ)
+                        await engine_dlq.send(value=event.value, headers={
+                            "rings-reason": type(e).__name__.encode(),
+                            "rings-stage": name.encode(),
+                            "rings-partition": str(event.message.partition).encode()})
+                        metrics.dlq.labels("engine-error").inc()
+            agent.__name__ = name
+            return app.agent(topic, name=name)(agent)
+        return wrap
+
+    @stage_agent(by_subject, "subjects")
+    async def on_subjects(p: int, env: Envelope) -> None:
+        if p not in subjects:
+            kv = TableKV(subject_state, p)
+            subjects[p] = (Engine(net, rules, watchlist, kv),
+                           SourceClock(kv, "~src", opts.source_partitions))
+        eng, clock = subjects[p]
+        before = (eng.stats.duplicates, eng.stats.late)
+        alerts = eng.process([Sighting.from_row(r) for r in env.rows], None,
+                             clock.update(env.src))
+        metrics.duplicates.inc(eng.stats.duplicates - before[0])
+        metrics.late.inc(eng.stats.late - before[1])
+        await emit(alerts, env)
+        show_watermark("subjects", (e for e, _ in subjects.values()))
+
+    @stage_agent(by_site, "sites")
+    async def on_sites(p: int, env: Envelope) -> None:
+        if not convoys:
+            return
+        if p not in sites:
+            kv = TableKV(site_state, p)
+            sites[p] = ([SiteStage(ctx, d, kv) for d in convoys],
+                        SourceClock(kv, "~src", opts.source_partitions))
+        stages, clock = sites[p]
+        wm = clock.update(env.src)
+        passes = [Sighting.from_row(r) for r in env.rows]
+        out: dict[int, list[list[Any]]] = {}
+        for stage in stages:
+            for cp in stage.process(passes, None, wm):
+                q = partition_for(f"{cp.a}|{cp.b}".encode(), opts.partitions)
+                out.setdefault(q, []).append([stage.rule.rule_id, *cp.to_wire()])
+        frontier = stages[0].limit
+        tick = frontier != sent_frontier.get(p)
+        sent_frontier[p] = frontier
+        for q in (range(opts.partitions) if tick else list(out)):
+            await by_pair.send(value=Envelope({p: frontier}, out.get(q, [])).encode(),
+                               partition=q)
+        show_watermark("sites", (st for ss, _ in sites.values() for st in ss))
+
+    @stage_agent(by_pair, "pairs")
+    async def on_pairs(p: int, env: Envelope) -> None:
+        if not convoys:
+            return
+        if p not in pairs:
+            kv = TableKV(pair_state, p)
+            pairs[p] = ({d.rule_id: PairStage(ctx, d, kv, rules.version) for d in convoys},
+                        SourceClock(kv, "~src", opts.partitions))
+        stages, clock = pairs[p]
+        wm = clock.update(env.src)
+        by_rule: dict[str, list[CoPass]] = {}
+        for row in env.rows:
+            by_rule.setdefault(row[0], []).append(CoPass.from_wire(row[1:]))
+        for rule_id, stage in stages.items():
+            await emit(stage.process(by_rule.get(rule_id, []), None, wm))
+        show_watermark("pairs", (st for ss, _ in pairs.values() for st in ss.values()))
+
     @app.task
     async def _widen_producer_buffer() -> None:
         # Table writes are queued in Faust's producer buffer; its default of 100 messages
         # makes the agent stall and warn on every envelope that touches more subjects.
         app.producer.buffer.max_messages = 50_000
 
+    ingest_ref: list[IngestService] = []
+
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
-        """200 once this worker consumes: its ingest and its detect agent have partitions
-        (or, in a group with more workers than partitions, its ingest is started)."""
+        """200 once this worker consumes: its ingest has started and its agents have
+        partitions."""
         ok = ingest_ref and ingest_ref[0].started_consuming and bool(app.consumer.assignment())
         return web.json({"ready": bool(ok)}, status=200 if ok else 503)
 
@@ -202,12 +290,11 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         return web.bytes(generate_latest(metrics.registry),
                          content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
-    ingest_ref: list[IngestService] = []
-
     class Ingest(IngestService):
         def __init__(self, **kw: Any) -> None:
             super().__init__(settings, net, rules.lateness_ms, opts.partitions,
-                             group_id=f"{app_id}-ingest", metrics=metrics, **kw)
+                             group_id=f"{app_id}-ingest", metrics=metrics,
+                             by_site=bool(convoys), **kw)
             ingest_ref.append(self)
 
     app.service(Ingest)

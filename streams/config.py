@@ -17,6 +17,8 @@ SIGHTINGS_DLQ = "sightings-dlq"
 WATCHLIST = "watchlist"
 ALERTS = "alerts"
 BY_SUBJECT = "rings-by-subject"       # internal: batch envelopes, partitioned by subject key
+BY_SITE = "rings-by-site"             # internal: vehicle sightings, partitioned by site (convoy)
+BY_PAIR = "rings-by-pair"             # internal: co-passes, partitioned by pair of vehicles
 ENGINE_DLQ = "rings-engine-dlq"       # internal: envelopes the engine failed on (a bug)
 
 

@@ -1,21 +1,20 @@
-"""Batch envelopes on internal topics: one Kafka message carries many sightings.
+"""Batch envelopes on internal topics: one Kafka message carries many records.
 
-Faust pays its cost per message (queue hand-offs, event objects, acks), so the ingest packs
-the sightings bound for one partition in one tick into one envelope, with the watermark
-before and after them. An envelope with no rows is a tick: it moves event time forward on a
-partition that received nothing.
+Faust pays its cost per message (queue hand-offs, event objects, acks), so each stage packs
+what it sends to one partition in one tick into one envelope. Every envelope also carries
+the sender's watermark for each upstream partition it owns (`src`); an envelope with no
+rows is a tick that only moves event time forward.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
 
-from rings.models import Sighting
-
-VERSION = 1
+VERSION = 2
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -26,13 +25,12 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 @dataclass(slots=True)
 class Envelope:
-    wm_before: int
-    wm_after: int
-    rows: list[list]
-    kts: list[int]          # Kafka timestamp of each row's source record, for latency
+    src: dict[int, int]                  # upstream partition -> watermark after these rows
+    rows: list[Any] = field(default_factory=list)
+    kts: list[int] = field(default_factory=list)   # Kafka timestamps of the rows' sources
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": VERSION, "wm": self.wm_before, "wm2": self.wm_after,
+        return orjson.dumps({"v": VERSION, "src": {str(k): v for k, v in self.src.items()},
                              "rows": self.rows, "kts": self.kts})
 
     @staticmethod
@@ -40,7 +38,4 @@ class Envelope:
         d = orjson.loads(raw)
         if d.get("v") != VERSION:
             raise ValueError(f"unsupported envelope version {d.get('v')!r}")
-        return Envelope(d["wm"], d["wm2"], d["rows"], d.get("kts") or [])
-
-    def sightings(self) -> list[Sighting]:
-        return [Sighting.from_row(r) for r in self.rows]
+        return Envelope({int(k): v for k, v in d["src"].items()}, d["rows"], d.get("kts") or [])

@@ -24,7 +24,7 @@ from rings.engine import NO_TIME
 from rings.decode import Limits, Rejected, decode_sightings
 from rings.net import Net
 
-from .config import BY_SUBJECT, SIGHTINGS, SIGHTINGS_DLQ, KafkaSettings
+from .config import BY_SITE, BY_SUBJECT, SIGHTINGS, SIGHTINGS_DLQ, KafkaSettings
 from .envelope import Envelope, partition_for
 from .metrics import Metrics
 
@@ -33,9 +33,14 @@ log = logging.getLogger("rings.ingest")
 
 class IngestService(Service):
     def __init__(self, settings: KafkaSettings, net: Net, lateness_ms: int, partitions: int,
-                 group_id: str, metrics: Metrics, *, max_records: int = 5000,
+                 group_id: str, metrics: Metrics, *, by_site: bool, max_records: int = 5000,
                  tick_ms: int = 100, limits: Limits = Limits(), **kw: Any) -> None:
         super().__init__(**kw)
+        # internal topic -> (partitioned by, vehicles only)
+        self.targets: dict[str, tuple[str, bool]] = {
+            settings.topic(BY_SUBJECT): ("subject", False)}
+        if by_site:
+            self.targets[settings.topic(BY_SITE)] = ("site", True)
         self.settings = settings
         self.net = net
         self.partitions = partitions
@@ -96,13 +101,15 @@ class IngestService(Service):
             else:
                 self.consumer.seek(tp, committed)
 
-    async def _lagging(self) -> list[int]:
-        """Partitions with unread data (or unknown high-water mark): they hold event time."""
+
+    async def _caught_up(self) -> list[int]:
+        """Partitions read to their end (as far as the last fetch knows): only these may go
+        idle; one with unread data holds event time back however long it waits."""
         assert self.consumer is not None
         out = []
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
-            if hw is None or await self.consumer.position(tp) < hw:
+            if hw is not None and await self.consumer.position(tp) >= hw:
                 out.append(tp.partition)
         return out
 
@@ -110,10 +117,8 @@ class IngestService(Service):
         assert self.producer is not None and self.consumer is not None
         sites = self.net.sites
         dlq_topic = self.settings.topic(SIGHTINGS_DLQ)
-        out_topic = self.settings.topic(BY_SUBJECT)
-        wm_before = self.wm.value(await self._lagging())
-        per_part: dict[int, list[list]] = {}
-        per_part_kts: dict[int, list[int]] = {}
+        # target topic -> partition -> (rows, kafka timestamps)
+        outs: dict[str, dict[int, tuple[list, list]]] = {t: {} for t in self.targets}
         futures = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for tp, msgs in batch.items():
@@ -128,29 +133,39 @@ class IngestService(Service):
                     headers=[("rings-reason", err.reason.encode())]))
                 self.metrics.dlq.labels(err.reason).inc()
             self.rejected += len(bad)
+            now = time.monotonic()
             for i, s in ok:
-                self.wm.observe(tp.partition, s.ts)
-                p = partition_for(s.key.encode(), self.partitions)
-                per_part.setdefault(p, []).append(s.to_row())
-                per_part_kts.setdefault(p, []).append(msgs[i].timestamp)
+                self.wm.observe(tp.partition, s.ts, now)
+                row = s.to_row()
+                kts = msgs[i].timestamp
+                for topic, (by, vehicles_only) in self.targets.items():
+                    if vehicles_only and s.subject.type != "vehicle":
+                        continue
+                    key = (s.key if by == "subject" else s.site).encode()
+                    rows, stamps = outs[topic].setdefault(
+                        partition_for(key, self.partitions), ([], []))
+                    rows.append(row)
+                    stamps.append(kts)
                 site = sites[s.site]
                 self.metrics.sightings.labels(site.type, site.ring or "").inc()
             self.ingested += len(ok)
             offsets[tp] = OffsetAndMetadata(msgs[-1].offset + 1, "")
-        wm_after = self.wm.value(await self._lagging())
-        if wm_after != self._sent_wm:
-            targets = range(self.partitions)       # a tick: every partition learns the time
-        else:
-            targets = per_part.keys()
-        for p in targets:
-            rows = per_part.get(p, [])
-            env = Envelope(wm_before if rows else wm_after, wm_after, rows,
-                           per_part_kts.get(p, []))
-            futures.append(await self.producer.send(out_topic, env.encode(), partition=p))
+        now = time.monotonic()
+        owned = [tp.partition for tp in self.consumer.assignment()]
+        self.wm.assign(owned, now)
+        wm = self.wm.value(now, await self._caught_up())
+        src = {p: wm for p in owned}
+        tick = wm != self._sent_wm
+        for topic, parts in outs.items():
+            # On a tick every partition learns the time, with or without rows.
+            for p in (range(self.partitions) if tick else list(parts)):
+                rows, stamps = parts.get(p, ([], []))
+                env = Envelope(src, rows, stamps)
+                futures.append(await self.producer.send(topic, env.encode(), partition=p))
         if futures:
             await asyncio.gather(*futures)
-        self._sent_wm = wm_after
-        if wm_after != NO_TIME:
-            self.metrics.watermark.set(wm_after / 1000)
+        self._sent_wm = wm
+        if wm != NO_TIME:
+            self.metrics.watermark.set(wm / 1000)
         if offsets:
             await self.consumer.commit(offsets)

@@ -74,6 +74,16 @@ async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None
         await admin.close()
 
 
+async def topic_partitions(settings: KafkaSettings, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
+    await admin.start()
+    try:
+        desc = await admin.describe_topics([settings.topic(topic)])
+        return len(desc[0]["partitions"])
+    finally:
+        await admin.close()
+
+
 async def publish_lines(settings: KafkaSettings, topic: str, lines: Iterable[bytes],
                         key_fn=subject_key_of) -> int:
     """Send each non-empty line verbatim as a message value; returns how many were sent."""

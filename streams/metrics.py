@@ -32,6 +32,11 @@ class Metrics:
         self.watermark = Gauge("rings_watermark_seconds",
                                "Event-time watermark of the ingest, seconds since the epoch.",
                                registry=r)
+        self.stage_watermark = Gauge(
+            "rings_stage_watermark_seconds",
+            "Lowest event-time watermark over this worker's partitions of a stage (subjects, "
+            "sites, pairs): ordered rules have judged everything before it.",
+            ["stage"], registry=r)
         self.watchlist_invalid = Counter("rings_watchlist_invalid_total",
                                          "Watchlist entries ignored because they are invalid.",
                                          ["reason"], registry=r)

@@ -9,9 +9,9 @@ from rings.net import Net
 from rings.ruleset import RuleSet
 
 from .app import WorkerOptions, build_app
-from .config import (ALERTS, BY_SUBJECT, ENGINE_DLQ, SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST,
+from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST,
                      KafkaSettings)
-from .kafka_io import ensure_topics, wait_for_broker
+from .kafka_io import ensure_topics, topic_partitions, wait_for_broker
 
 
 def topic_specs(partitions: int) -> dict[str, dict]:
@@ -23,21 +23,26 @@ def topic_specs(partitions: int) -> dict[str, dict]:
         # Internal, created here too: Faust subscribes before it creates topics, and a
         # group whose topics do not exist yet is assigned nothing.
         BY_SUBJECT: {"partitions": partitions},
+        BY_SITE: {"partitions": partitions},
+        BY_PAIR: {"partitions": partitions},
         ENGINE_DLQ: {"partitions": 1},
-        "rings-subject-state-changelog": {"partitions": partitions, "compact": True},
+        **{f"rings-{t}-state-changelog": {"partitions": partitions, "compact": True}
+           for t in ("subject", "site", "pair")},
     }
 
 
-def prepare(settings: KafkaSettings, partitions: int, timeout: float = 60.0) -> None:
-    async def go() -> None:
+def prepare(settings: KafkaSettings, partitions: int, timeout: float = 60.0) -> int:
+    """Wait for the broker, create missing topics; return the partitions of `sightings`."""
+    async def go() -> int:
         await wait_for_broker(settings, timeout)
         await ensure_topics(settings, topic_specs(partitions))
-    asyncio.run(go())
+        return await topic_partitions(settings, SIGHTINGS)
+    return asyncio.run(go())
 
 
 def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
                loglevel: str = "info") -> None:
-    prepare(settings, opts.partitions)
+    opts.source_partitions = prepare(settings, opts.partitions)
     from faust.worker import Worker
 
     app, _ = build_app(settings, net, rules, opts)

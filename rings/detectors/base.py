@@ -1,14 +1,28 @@
-"""What every detector sees and must provide."""
+"""What every detector sees and must provide.
+
+Detectors come in two modes, and the mode is the heart of the event-time contract:
+
+- `arrival`: judged when a sighting arrives. Right for rules whose answer cannot be changed
+  by a sighting that arrives later but happened earlier (watchlist-hit, permit-violation,
+  linked-hit): they answer in milliseconds and are still the same as in order.
+- `ordered`: judged in event-time order once the watermark has passed the sighting (the
+  newest event time minus the allowed lateness). Right for rules whose answer depends on
+  what came just before (consecutive sightings, chains, counts with cooldowns, absences):
+  judging them on arrival would make a late sighting change history that was already
+  reported. They answer about `lateness` after the event, and exactly as if in order.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..models import Alert, Sighting
+from ..models import Alert, Sighting, Subject, WatchEntry
 from ..net import Net
 from ..params import Param
 from ..watchlist import WatchlistView
+
+NO_TIME = -(2**62)
 
 
 @dataclass(slots=True)
@@ -18,17 +32,60 @@ class Context:
     net: Net
     watchlist: WatchlistView
 
+    def listed(self, key: str, ts: int) -> WatchEntry | None:
+        """The subject's active watchlist entry at event time `ts`, `permit` excluded."""
+        e = self.watchlist.get(key)
+        if e is None or e.is_permit or not e.active_at(ts):
+            return None
+        return e
+
+
+@dataclass(slots=True)
+class Event:
+    """A sighting as ordered detectors see it: compact, stored in the subject's queue."""
+
+    ts: int
+    id: str
+    site: str
+    dir: str | None
+    tz: int
+    subject: Subject
+
+    def row(self) -> list[Any]:
+        return [self.ts, self.id, self.site, self.dir, self.tz]
+
+    @staticmethod
+    def from_row(row: list[Any], subject: Subject) -> "Event":
+        return Event(row[0], row[1], row[2], row[3], row[4], subject)
+
+    @staticmethod
+    def of(s: Sighting) -> "Event":
+        return Event(s.ts, s.id, s.site, s.dir, s.tz, s.subject)
+
+
+class Timers:
+    """Deadlines of one subject, kept in its state as `[deadline, rule, payload]` rows."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[list[Any]]) -> None:
+        self.rows = rows
+
+    def add(self, deadline: int, rule: str, payload: Any) -> None:
+        self.rows.append([deadline, rule, payload])
+        self.rows.sort(key=lambda r: r[0])
+
+    def cancel(self, rule: str, pred: Any) -> int:
+        before = len(self.rows)
+        self.rows[:] = [r for r in self.rows if r[1] != rule or not pred(r[2])]
+        return before - len(self.rows)
+
 
 class Detector:
-    """A rule kind. Stateless detectors override `on_sighting` and ignore `state`.
-
-    `state` is the subject's state dict (from the engine's store, loaded once per subject
-    and batch); a detector keeps its part under its rule id and returns alerts.
-    """
-
     kind: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
-    stateful: ClassVar[bool] = False
+    mode: ClassVar[str] = "arrival"      # arrival | ordered | stage (convoy)
+    subjects: ClassVar[tuple[str, ...] | None] = None   # subject types judged; None: all
 
     def __init__(self, rule_id: str, values: dict[str, Any], severity: str | None = None,
                  ) -> None:
@@ -39,10 +96,32 @@ class Detector:
     def severity(self, default: str) -> str:
         return self.severity_override or default
 
-    def on_sighting(self, s: Sighting, ctx: Context, state: dict[str, Any] | None
-                    ) -> list[Alert]:
+    def setup(self, net: Net) -> None:
+        """Precompute what depends on the net (called once per engine)."""
+
+    def applies(self, subject_type: str) -> bool:
+        return self.subjects is None or subject_type in self.subjects
+
+    # arrival mode
+    def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
+                   watermark: int) -> list[Alert]:
         raise NotImplementedError
 
+    # ordered mode: `state` is this rule's own part of the subject's state
+    def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers
+                 ) -> list[Alert]:
+        raise NotImplementedError
+
+    def on_timer(self, deadline: int, payload: Any, subject: Subject, ctx: Context,
+                 state: dict[str, Any]) -> list[Alert]:
+        return []
+
+    def keep_until(self, state: dict[str, Any]) -> int:
+        """Until when (event time) this rule's state of a subject still matters."""
+        return NO_TIME
+
     def horizon_ms(self) -> int:
-        """How long this detector needs a subject's state after its last sighting."""
+        """How long after any subject's last sighting this rule may still need its state
+        (0: the rule keeps nothing for subjects in general; a longer memory of a few, like
+        linked-hit's links, is bounded by keep_until alone)."""
         return 0

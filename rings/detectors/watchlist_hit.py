@@ -17,8 +17,8 @@ class WatchlistHit(Detector):
               "only entries on these lists fire (default: every list but permit)"),
     )
 
-    def on_sighting(self, s: Sighting, ctx: Context, state: dict[str, Any] | None
-                    ) -> list[Alert]:
+    def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
+                   watermark: int) -> list[Alert]:
         wl = ctx.watchlist
         subjects = (s.subject, *s.with_) if s.with_ else (s.subject,)
         out: list[Alert] = []

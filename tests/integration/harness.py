@@ -25,6 +25,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
+from rings.timefmt import parse_ts
+
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 SENTINEL_LIST = "sentinel"
@@ -85,6 +87,14 @@ class Worker:
 
     def metrics(self) -> str:
         return self.get("/metrics")[1].decode()
+
+    def stage_watermarks(self) -> dict[str, float]:
+        out = {}
+        for line in self.metrics().splitlines():
+            if line.startswith("rings_stage_watermark_seconds{"):
+                stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                out[stage] = float(line.rsplit(" ", 1)[1])
+        return out
 
     def log_tail(self, n: int = 60) -> str:
         lines = self.log_path.read_bytes().decode("utf-8", "replace").splitlines()
@@ -203,8 +213,10 @@ class Kafka:
         return self._sentinels
 
     def barrier(self, worker: Worker | None = None, timeout: float = 90.0,
-                ts: str = "2026-11-29T12:00:00+08:00") -> None:
-        """Return once everything published before the call has been processed."""
+                ts: str = "2026-11-29T12:00:00+08:00", judged: str | None = None) -> None:
+        """Return once everything published before the call has been processed; with
+        `judged` (an RFC 3339 time), also once every stage of `worker` has judged all that
+        happened before that time (the ordered rules answer only then)."""
         ids = self.sentinels()
         self.send_json("watchlist", [
             {"subject": {"type": "vehicle", "id": sid}, "list": SENTINEL_LIST,
@@ -234,3 +246,10 @@ class Kafka:
             if time.monotonic() > deadline and pending:
                 raise AssertionError(f"barrier: no alert for sentinels {sorted(pending)} "
                                      f"within {timeout:.0f}s")
+        if judged is not None:
+            assert worker is not None
+            target = parse_ts(judged)[0] / 1000
+            wait_until(lambda: all(v >= target for v in worker.stage_watermarks().values())
+                       and len(worker.stage_watermarks()) == 3,
+                       max(1.0, deadline - time.monotonic()),
+                       f"every stage to judge up to {judged}")

@@ -32,9 +32,16 @@ def test_replay_equals_worker_on_a_simulated_day(kafka: Kafka, start_worker,
     kafka.send_json("watchlist", [orjson.loads(x) for x in watchlist.read_bytes().splitlines()])
     kafka.barrier(worker, ts="2026-11-28T23:00:00+08:00")
     kafka.send_json("sightings", [orjson.loads(x) for x in lines])
-    kafka.barrier(worker, timeout=300, ts="2026-11-30T00:00:00+08:00")
+    kafka.barrier(worker, timeout=300, ts="2026-11-30T02:00:00+08:00",
+                  judged="2026-11-30T00:30:00+08:00")
     streamed = kafka.alerts()
 
+    # The barrier's sentinels moved the worker's event time to 02:00 next day; the same
+    # time passes in replay with one more (unlisted) sighting, so absences due by then fire
+    # in both.
+    tail = {"id": "end-of-day", "ts": "2026-11-30T02:00:00+08:00", "site": "CP01",
+            "dir": "in", "subject": {"type": "vehicle", "id": "END-OF-DAY"}}
+    sightings.write_bytes(sightings.read_bytes() + orjson.dumps(tail) + b"\n")
     out = subprocess.run([sys.executable, "-m", "rings.cli", "replay", str(sightings),
                           "--watchlist", str(watchlist)], check=True, cwd=ROOT,
                          stdout=subprocess.PIPE).stdout

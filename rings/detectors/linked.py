@@ -1,0 +1,73 @@
+"""`linked-hit`: a vehicle that carried a person of interest stays of interest.
+
+Judged on arrival, and still the same as in order: a link is a fact about one sighting, and
+each alert is about one (link, later sighting) pair, so a sighting arriving late can only
+add alerts, never withdraw one. A link that arrives after later sightings of its vehicle
+alerts for them from the subject's recent history (kept for the allowed lateness).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import Alert, Sighting, Subject
+from ..params import Param
+from .base import Context, Detector
+from .describe import who
+
+NO_TIME = -(2**62)
+
+
+class LinkedHit(Detector):
+    kind = "linked-hit"
+    mode = "arrival"
+    subjects = ("vehicle",)
+    params = (
+        Param("window", "duration", "12h", "how long after the link the vehicle alerts",
+              min=1),
+    )
+
+    def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
+                   watermark: int) -> list[Alert]:
+        if st is None or s.ts < watermark:
+            return []           # stateful: a sighting beyond the lateness is skipped
+        window = self.p["window"]
+        links: list[list[Any]] = st.setdefault("lk", [])
+        hist: list[list[Any]] = st.setdefault("h", [])
+        out = [self._alert(s.subject, link, [s.ts, s.id, s.tz, s.site, s.dir], ctx)
+               for link in links if link[0] < s.ts <= link[0] + window]
+        for w in s.with_:
+            if w.type != "person":
+                continue
+            e = ctx.listed(w.key, s.ts)
+            if e is None or any(link[1] == s.id and link[2] == w.key for link in links):
+                continue
+            link = [s.ts, s.id, w.key, e.severity, e.list]
+            links.append(link)
+            out.extend(self._alert(s.subject, link, h, ctx)
+                       for h in hist if s.ts < h[0] <= s.ts + window)
+        # History only serves links that may still arrive, i.e. not before the watermark.
+        hist[:] = [h for h in hist if h[0] >= watermark]
+        hist.append([s.ts, s.id, s.tz, s.site, s.dir])
+        links[:] = [link for link in links if link[0] + window >= watermark]
+        return out
+
+    def _alert(self, vehicle: Subject, link: list[Any], seen: list[Any], ctx: Context
+               ) -> Alert:
+        ts, sid, tz, site_id, direction = seen
+        person = Subject.from_key(link[2])
+        site = ctx.net.sites[site_id]
+        return Alert(
+            rule=self.rule_id, severity=self.severity(link[3]), subject=vehicle, ts=ts, tz=tz,
+            evidence=[link[1], sid], related=[person], site=site_id, ring=site.ring,
+            zone=site.zone_after(direction), dir=direction,
+            summary=f"{who(vehicle)}, which carried {who(person, link[4])}, seen at {site_id}",
+            details={"linked_by": link[1]})
+
+    def keep_until(self, state: dict[str, Any]) -> int:
+        t = NO_TIME
+        for link in state.get("lk", ()):
+            t = max(t, link[0] + self.p["window"])
+        for h in state.get("h", ()):
+            t = max(t, h[0])
+        return t

@@ -1,0 +1,70 @@
+"""`penetration`: a subject of interest moving inward through the rings, fast."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..models import Alert
+from ..params import Param
+from .base import NO_TIME, Context, Detector, Event, Timers
+from .describe import minutes, ring_label, who
+
+
+class Penetration(Detector):
+    kind = "penetration"
+    mode = "ordered"
+    params = (
+        Param("min_crossings", "int", 2, "successive inward crossings that make a chain",
+              min=2),
+        Param("window", "duration", "60m", "the chain's crossings all lie within this", min=1),
+    )
+
+    def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers
+                 ) -> list[Alert]:
+        site = ctx.net.sites[ev.site]
+        if site.ring is None or ev.dir is None:
+            return []
+        if ev.dir == "out":
+            state.pop("c", None)
+            state.pop("a", None)
+            return []
+        ring = site.ring
+        chain: list[list[Any]] = state.get("c") or []
+        if chain and ctx.net.rings[ring].parent == chain[-1][0]:
+            chain.append([ring, ev.ts, ev.id])
+        else:
+            chain = [[ring, ev.ts, ev.id]]
+            state.pop("a", None)
+        window = self.p["window"]
+        while ev.ts - chain[0][1] > window:
+            chain.pop(0)
+        state["c"] = chain
+        if len(chain) < self.p["min_crossings"]:
+            return []
+        entry = ctx.listed(ev.subject.key, ev.ts)
+        if entry is None:
+            return []
+        leaf = not ctx.net.rings[ring].children
+        sev = "critical" if leaf else "high"
+        done = state.get("a")
+        if done == "critical" or (done == "high" and sev == "high"):
+            return []       # one alert per chain and severity
+        state["a"] = sev
+        span = ev.ts - chain[0][1]
+        path = " → ".join(c[0] for c in chain)
+        return [Alert(
+            rule=self.rule_id, severity=self.severity(sev), subject=ev.subject, ts=ev.ts,
+            tz=ev.tz, evidence=[c[2] for c in chain], site=ev.site, ring=ring, zone=ring,
+            dir="in",
+            summary=(f"{who(ev.subject, entry.list)} crossed {len(chain)} rings inward in "
+                     f"{minutes(span)} ({path}), reaching {ring_label(ctx.net, ring)} at "
+                     f"{ev.site}"),
+            details={"chain": [c[0] for c in chain], "depth": ctx.net.zone_depth(ring),
+                     "innermost": leaf, "list": entry.list})]
+
+    def keep_until(self, state: dict[str, Any]) -> int:
+        chain = state.get("c")
+        return chain[-1][1] + self.p["window"] if chain else NO_TIME
+
+    def horizon_ms(self) -> int:
+        return self.p["window"]

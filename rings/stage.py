@@ -1,0 +1,109 @@
+"""What every stage of the core shares: keyed state, a persisted watermark, and judging
+queued items in event-time order once the watermark has passed them.
+
+A stage queues items on arrival (`_arrive`), and when the watermark advances it judges, per
+entity, everything queued before it (`_judge`), then reschedules or forgets the entity
+(`_next_action`). The subject stage (`engine.Engine`) and the two convoy stages
+(`convoy.SiteStage`, `convoy.PairStage`) differ only in those three hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Iterable, TypeVar
+
+import orjson
+
+from .schedule import NEVER, NO_TIME, SECOND, EntityTable
+from .state import KV
+
+T = TypeVar("T")
+O = TypeVar("O")
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters the drivers turn into metrics; plain ints so the core stays dependency-free."""
+
+    processed: int = 0
+    duplicates: int = 0
+    late: int = 0
+    expired: int = 0
+    alerts: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+
+
+class Stage(Generic[T, O]):
+    def __init__(self, store: KV, namespace: str) -> None:
+        self.store = store
+        self.table = EntityTable(store, namespace)
+        self._wm_key = f"~{namespace}wm"
+        self.stats = Stats()
+        raw = store.get(self._wm_key)
+        self.watermark: int = orjson.loads(raw) if raw is not None else NO_TIME
+
+    def process(self, batch: Iterable[T], watermark: int | None = None,
+                advance_to: int | None = None) -> list[O]:
+        """Take a batch. `watermark` is the driver's event-time watermark before the batch,
+        `advance_to` the one after it (both from the driver, so that the worker and replay
+        judge lateness alike)."""
+        wm = self.watermark if watermark is None else max(self.watermark, watermark)
+        out: list[O] = []
+        for item in batch:
+            self._arrive(item, wm, out)
+        self.table.commit()
+        target = wm if advance_to is None else max(wm, advance_to)
+        if target > self.watermark:
+            out.extend(self.advance(target))
+        return out
+
+    def advance(self, watermark: int) -> list[O]:
+        """Move event time forward: judge what became final, expire what is over."""
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        self.store.put(self._wm_key, orjson.dumps(watermark))
+        limit = self.limit
+        out: list[O] = []
+        for key in self.table.due(watermark):
+            st = self.table.get(key)
+            assert st is not None
+            self._judge(key, st, limit, out)
+            self._reschedule(key, st, limit)
+        self.table.commit()
+        return out
+
+    @property
+    def limit(self) -> int:
+        """Items before this event time are final and judged (whole seconds: see due())."""
+        return (self.watermark // SECOND) * SECOND
+
+    def _reschedule(self, key: str, st: dict[str, Any], now: int | None = None) -> None:
+        nx = self._next_action(st)
+        if now is not None and nx < now:
+            self.table.delete(key)
+            self.stats.expired += 1
+            return
+        st["nx"] = min(nx, NEVER - 1)
+        self.table.put(key, st)
+
+    @staticmethod
+    def enqueue(st: dict[str, Any], row: list[Any]) -> None:
+        """Insert into the entity's queue, kept sorted by (ts, id)."""
+        q = st.setdefault("q", [])
+        if q and (row[0], row[1]) < (q[-1][0], q[-1][1]):
+            q.append(row)
+            q.sort(key=lambda r: (r[0], r[1]))
+        else:
+            q.append(row)
+
+    # hooks ------------------------------------------------------------------
+
+    def _arrive(self, item: T, watermark: int, out: list[O]) -> None:
+        raise NotImplementedError
+
+    def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[O]) -> None:
+        raise NotImplementedError
+
+    def _next_action(self, st: dict[str, Any]) -> int:
+        raise NotImplementedError
