@@ -66,7 +66,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     n = 0
     with _open_in(src) as f:
-        for alert in replay_lines(f, net, rules, wl, on_bad=on_bad, stats=stats):
+        for alert in replay_lines(f, net, rules, wl, on_bad=on_bad, stats=stats,
+                                  flush=args.flush):
             emitted = format_ts(int(time.time() * 1000), alert.tz)
             out.write(orjson.dumps(alert.to_json(emitted)) + b"\n")
             n += 1
@@ -105,18 +106,34 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .net import load_net
+    from .scenarios import parse_rules
     from .sim import SimConfig, Simulator
 
+    plant: tuple[str, ...] = ()
+    if args.plant:
+        try:
+            plant = parse_rules(args.plant)
+        except ValueError as e:
+            _die(f"--plant: {e}")
+        if not args.truth:
+            _die("--plant needs --truth FILE (the alerts the planted cases must raise)")
+    if args.cases < 0:
+        _die("--cases cannot be negative")
     net = load_net(str(args.net))
     cfg = SimConfig(rate=args.rate, duration_s=args.duration, seed=args.seed,
-                    watch_fraction=args.watch_fraction, subjects=args.subjects)
+                    watch_fraction=args.watch_fraction, subjects=args.subjects,
+                    plant=plant, cases=args.cases)
     if args.start:
         cfg.start = args.start
     elif args.topic:
         from .timefmt import format_ts
         cfg.start = format_ts(int(time.time() * 1000), 480)
-    sim = Simulator(net, cfg)
-    sim.populate()
+    try:
+        sim = Simulator(net, cfg)
+    except ValueError as e:
+        _die(str(e))
+    for note in sim.plan_notes:
+        print(f"rings simulate: {note}", file=sys.stderr)
     if args.watchlist_out:
         with open(args.watchlist_out, "wb") as f:
             for e in sim.watchlist():
@@ -128,20 +145,52 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                         speed=args.speed, watchlist_topic=args.watchlist_topic)
         print(f"rings simulate: {n} sightings to topic {settings.topic(args.topic)}",
               file=sys.stderr)
-        return 0
-    out = open(args.out, "wb") if args.out and args.out != "-" else sys.stdout.buffer
-    n = 0
-    try:
-        for rec in sim.sightings():
-            out.write(orjson.dumps(rec) + b"\n")
-            n += 1
-    finally:
-        out.flush()
-        if out is not sys.stdout.buffer:
-            out.close()
-    print(f"rings simulate: {n} sightings, {len(sim.subjects)} subjects, "
-          f"{len(sim.watchlisted)} watchlisted", file=sys.stderr)
+    else:
+        out = open(args.out, "wb") if args.out and args.out != "-" else sys.stdout.buffer
+        try:
+            write = out.write
+            for rec in sim.sightings():
+                write(orjson.dumps(rec) + b"\n")
+        finally:
+            out.flush()
+            if out is not sys.stdout.buffer:
+                out.close()
+    st = sim.stats
+    msg = (f"rings simulate: {st.sightings} sightings ({st.background} background, "
+           f"{st.planted} planted), {st.subjects} subjects of a population of "
+           f"{sim.population}, {len(sim.watchlisted)} watchlisted")
+    if plant:
+        pos = sum(c.positive for c in sim.cases)
+        msg += f"; {pos} positive and {len(sim.cases) - pos} near-miss cases planted"
+    if args.truth:
+        truth = sim.truth()
+        with open(args.truth, "wb") as f:
+            for t in truth:
+                f.write(orjson.dumps(t) + b"\n")
+        msg += f"; {len(truth)} truth lines to {args.truth}"
+    print(msg, file=sys.stderr)
     return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .score import read_jsonl, score, to_json, to_text
+
+    try:
+        with _open_in(args.alerts) as f:
+            alerts = read_jsonl(f, args.alerts)
+        with open(args.truth, "rb") as f:
+            truth = read_jsonl(f, args.truth)
+    except InvalidRecord as e:
+        _die(f"{e.detail} ({e.reason})")
+    except OSError as e:
+        _die(str(e))
+    result = score(alerts, truth)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(to_json(result), option=orjson.OPT_INDENT_2)
+                                + b"\n")
+    else:
+        print(to_text(result))
+    return 0 if result.perfect else 1
 
 
 def _kafka(args: argparse.Namespace) -> Any:
@@ -218,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("sightings", help="JSON lines file of sightings, or - for stdin")
     _common_net(p)
     p.add_argument("--watchlist", help="JSON lines file of watchlist entries")
+    p.add_argument("--flush", action="store_true",
+                   help="at the end, let event time run on: judge the last sightings and "
+                        "fire every pending deadline (the worker would wait for more input)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("net", help="net files")
@@ -249,8 +301,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true",
                    help="with --topic: pace messages to their event time")
     p.add_argument("--speed", type=float, default=1.0, help="with --realtime: time factor")
+    p.add_argument("--plant", metavar="all|RULE[,RULE...]",
+                   help="plant each rule's pattern (and near misses) on fresh subjects")
+    p.add_argument("--cases", type=int, default=5,
+                   help="with --plant: positive (and as many near-miss) cases per rule")
+    p.add_argument("--truth", metavar="TRUTH.jsonl",
+                   help="write the alerts the run must raise (planted cases and every "
+                        "watchlist-hit), one JSON line each")
     _broker(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("score", help="match alerts to a truth file: recall and precision "
+                                     "per rule")
+    p.add_argument("alerts", help="alerts, JSON lines (rings replay output), or - for stdin")
+    p.add_argument("--truth", required=True, help="truth file of rings simulate --truth")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("publish", help="send each line of a file as one message")
     p.add_argument("file", help="file of lines, or - for stdin")

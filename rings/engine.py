@@ -18,7 +18,8 @@ ordered rules, `tm` deadlines, `r` {rule id: rule state}, `nx`/`xb` scheduling.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import logging
+from typing import Any
 
 from .detectors import Context
 from .detectors.base import Event, Timers
@@ -33,6 +34,7 @@ from .watchlist import WatchlistView
 __all__ = ["BUCKET_MS", "NO_TIME", "Engine", "Stats"]
 
 BUCKET_MS = SECOND
+log = logging.getLogger("rings.engine")
 
 
 class Engine(Stage[Sighting, Alert]):
@@ -51,13 +53,6 @@ class Engine(Stage[Sighting, Alert]):
         self.horizon = max(rules.dedupe_ms, rules.lateness_ms,
                            *(d.horizon_ms() for d in self.ordered))
 
-    def process(self, batch: Iterable[Sighting], watermark: int | None = None,
-                advance_to: int | None = None) -> list[Alert]:
-        return self._count(super().process(batch, watermark, advance_to))
-
-    def advance(self, watermark: int) -> list[Alert]:
-        return self._count(super().advance(watermark))
-
     # ------------------------------------------------------------------ hooks
 
     def _arrive(self, s: Sighting, wm: int, out: list[Alert]) -> None:
@@ -74,16 +69,25 @@ class Engine(Stage[Sighting, Alert]):
             st["last"] = s.ts
         self.stats.processed += 1
         stype = s.subject.type
+        n0 = len(out)
         for d in self.arrival:
             if d.applies(stype):
                 out.extend(d.on_arrival(s, self.ctx, st.setdefault("r", {})
                                         .setdefault(d.rule_id, {}), wm))
+        self._count(out, n0)
         if s.ts < wm:
             self.stats.late += 1
+            log.debug("late sighting skipped by the ordered rules: %d ms before the watermark",
+                      wm - s.ts)
         elif self.ordered:
             self.enqueue(st, [s.ts, s.id, s.site, s.dir, s.tz])
-        if len(seen) > 8:
-            floor = st["last"] - self.rules.dedupe_ms
+        # Ids are remembered for the dedupe window before the watermark and before the
+        # subject's newest sighting, whichever is earlier: a sighting seen again after a
+        # restart (input is read at least once) is then still remembered or older than the
+        # watermark, so the ordered rules cannot count it twice; and a late sighting's id
+        # is not forgotten the moment it is seen.
+        floor = min(wm, st["last"]) - self.rules.dedupe_ms
+        if min(seen.values()) < floor:
             st["seen"] = {i: t for i, t in seen.items() if t >= floor}
         self._reschedule(key, st)
 
@@ -98,6 +102,7 @@ class Engine(Stage[Sighting, Alert]):
         subject = Subject.from_key(key)
         rstate = st.setdefault("r", {})
         stype = subject.type
+        n0 = len(out)
         qi = 0
         while True:
             ev_t = q[qi][0] if qi < len(q) and q[qi][0] < limit else None
@@ -123,6 +128,7 @@ class Engine(Stage[Sighting, Alert]):
                 st[name] = value
             else:
                 st.pop(name, None)
+        self._count(out, n0)
 
     def _next_action(self, st: dict[str, Any]) -> int:
         keep = st["last"] + self.horizon
@@ -138,9 +144,11 @@ class Engine(Stage[Sighting, Alert]):
         pending = [x[0][0] for x in (st.get("q"), st.get("tm")) if x]
         return min(pending) if pending else keep
 
-    def _count(self, alerts: list[Alert]) -> list[Alert]:
-        for a in alerts:
+    def _count(self, out: list[Alert], start: int) -> None:
+        """Stamp and count the alerts a hook added to `out` (from `start` on). Counted where
+        they are made: process() releases judged alerts through advance(), so counting in
+        both would count those twice."""
+        for a in out[start:]:
             a.rules_version = self.rules.version
             self.stats.by_rule[a.rule] = self.stats.by_rule.get(a.rule, 0) + 1
-        self.stats.alerts += len(alerts)
-        return alerts
+        self.stats.alerts += len(out) - start

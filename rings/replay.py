@@ -18,6 +18,7 @@ from .pipeline import Pipeline
 from .ruleset import RuleSet
 from .watchlist import WatchlistView
 
+END_OF_TIME = 2**61
 BadLine = Callable[[int, InvalidRecord], None]
 
 
@@ -30,15 +31,20 @@ class ReplayStats:
 def replay_lines(lines: Iterable[bytes], net: Net, rules: RuleSet, watchlist: WatchlistView,
                  *, on_bad: BadLine | None = None, batch_size: int = 1000,
                  limits: Limits = Limits(), stats: ReplayStats | None = None,
-                 pipeline: Pipeline | None = None) -> Iterator[Alert]:
-    """Yield alerts for JSON lines (bytes, one sighting each; blank lines are skipped)."""
+                 pipeline: Pipeline | None = None, flush: bool = False) -> Iterator[Alert]:
+    """Yield alerts for JSON lines (bytes, one sighting each; blank lines are skipped).
+
+    Like the worker, replay judges only what the watermark has passed: at the end of the
+    input the ordered rules have not judged its last `lateness`, and deadlines after it have
+    not fired. `flush` ends the input as if event time then ran on forever: everything is
+    judged and every pending deadline fires (a backtest of a file that simply stops)."""
     pipe = pipeline or Pipeline(net, rules, watchlist)
     st = stats or ReplayStats()
     wm = Watermark(rules.lateness_ms, idle_s=float("inf"))
     buf: list[bytes] = []
     numbers: list[int] = []
 
-    def flush() -> Iterator[Alert]:
+    def run_batch() -> Iterator[Alert]:
         ok, bad = decode_sightings(buf, net.sites, limits)
         for i, err in bad:
             st.bad += 1
@@ -60,9 +66,11 @@ def replay_lines(lines: Iterable[bytes], net: Net, rules: RuleSet, watchlist: Wa
         buf.append(line)
         numbers.append(n)
         if len(buf) >= batch_size:
-            yield from flush()
+            yield from run_batch()
     if buf:
-        yield from flush()
+        yield from run_batch()
+    if flush:
+        yield from pipe.process([], None, END_OF_TIME)
 
 
 def replay_file(f: BinaryIO, *args: object, **kw: object) -> Iterator[Alert]:

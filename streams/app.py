@@ -13,6 +13,7 @@ co-partitioned with its input topic, and learns event time from the envelopes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rings.clock import SourceClock
@@ -179,41 +181,81 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         emitted = format_ts(now_ms, 0)
         kts = dict(zip((r[0] for r in env.rows), env.kts)) if env is not None and env.kts \
             else {}
+        sent = []
         for a in alerts:
-            await alerts_topic.send(key=a.subject.key.encode(),
-                                    value=orjson.dumps(a.to_json(emitted)))
+            sent.append(await alerts_topic.send(key=a.subject.key.encode(),
+                                                value=orjson.dumps(a.to_json(emitted))))
             metrics.alerts.labels(a.rule, a.severity).inc()
             t0 = kts.get(a.evidence[-1]) if a.evidence else None
             if t0:
                 metrics.latency.observe(max(0.0, (now_ms - t0) / 1000))
+        # Delivered before the envelope counts as applied (see stage_agent).
+        await asyncio.gather(*sent)
 
     def show_watermark(stage: str, stages: Any) -> None:
         marks = [st.watermark for st in stages]
         if marks and min(marks) > NO_TIME:
             metrics.stage_watermark.labels(stage).set(min(marks) / 1000)
 
-    def stage_agent(topic: Any, name: str) -> Any:
-        """An agent that hands each envelope to `handle`; one envelope never kills it."""
+    def stage_agent(topic: Any, name: str, table: Any) -> Any:
+        """An agent that hands each envelope to `handle`, exactly once per envelope.
+
+        The last envelope offset applied is kept in the stage's table with its state (and
+        written after the envelope's alerts are delivered). An envelope at or below it is a
+        repeat after a restart and is skipped; an offset past the next one means Faust
+        skipped envelopes (seen after a SIGKILL: a committed offset beyond an envelope never
+        handed to the agent), which are then read back from the topic and applied first.
+        One envelope never kills the agent: a failure keeps it on the engine DLQ.
+        """
         def wrap(handle: Any) -> Any:
+            async def apply(p: int, raw: bytes) -> None:
+                try:
+                    await handle(p, Envelope.decode(raw))
+                except Exception as e:  # noqa: BLE001
+                    # A bug, not bad input (input was validated at ingest): keep the
+                    # envelope for replay after a fix, and go on with the next one.
+                    log.exception("%s failed on an envelope; kept on %s", name, ENGINE_DLQ)
+                    await engine_dlq.send(value=raw, headers={
+                        "rings-reason": type(e).__name__.encode(),
+                        "rings-stage": name.encode(), "rings-partition": str(p).encode()})
+                    metrics.dlq.labels("engine-error").inc()
+
             async def agent(stream: Any) -> None:
                 async for event in stream.events():
-                    try:
-                        await handle(event.message.partition, Envelope.decode(event.value))
-                    except Exception as e:  # noqa: BLE001
-                        # A bug, not bad input (input was validated at ingest): keep the
-                        # envelope for replay after a fix, and go on with the next one.
-                        log.exception("%s failed on an envelope; kept on %s", name,
-                                      ENGINE_DLQ)
-                        await engine_dlq.send(value=event.value, headers={
-                            "rings-reason": type(e).__name__.encode(),
-                            "rings-stage": name.encode(),
-                            "rings-partition": str(event.message.partition).encode()})
-                        metrics.dlq.labels("engine-error").inc()
+                    p, off = event.message.partition, event.message.offset
+                    kv = TableKV(table, p)
+                    raw_last = kv.get("~off")
+                    last = int(raw_last) if raw_last is not None else None
+                    if last is not None and off <= last:
+                        continue
+                    if last is not None and off > last + 1:
+                        log.warning("%s: envelopes %d..%d of partition %d were skipped by the "
+                                    "consumer; reading them back", name, last + 1, off - 1, p)
+                        for raw in await read_range(topic.get_topic_name(), p, last + 1, off):
+                            await apply(p, raw)
+                    await apply(p, event.value)
+                    kv.put("~off", str(off).encode())
             agent.__name__ = name
             return app.agent(topic, name=name)(agent)
         return wrap
 
-    @stage_agent(by_subject, "subjects")
+    async def read_range(topic_name: str, p: int, start: int, end: int) -> list[bytes]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None,
+                                    enable_auto_commit=False, **settings.client_options)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic_name, p)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            out: list[bytes] = []
+            while await consumer.position(tp) < end:
+                for msgs in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    out.extend(m.value for m in msgs if m.offset < end)
+            return out
+        finally:
+            await consumer.stop()
+
+    @stage_agent(by_subject, "subjects", subject_state)
     async def on_subjects(p: int, env: Envelope) -> None:
         if p not in subjects:
             kv = TableKV(subject_state, p)
@@ -228,7 +270,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         await emit(alerts, env)
         show_watermark("subjects", (e for e, _ in subjects.values()))
 
-    @stage_agent(by_site, "sites")
+    @stage_agent(by_site, "sites", site_state)
     async def on_sites(p: int, env: Envelope) -> None:
         if not convoys:
             return
@@ -252,7 +294,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                                partition=q)
         show_watermark("sites", (st for ss, _ in sites.values() for st in ss))
 
-    @stage_agent(by_pair, "pairs")
+    @stage_agent(by_pair, "pairs", pair_state)
     async def on_pairs(p: int, env: Envelope) -> None:
         if not convoys:
             return

@@ -26,7 +26,10 @@ class ClonedPlate(Detector):
         # impossible speed can match: that bounds how long the last sighting is kept.
         lats = [s.lat for s in net.sites.values()]
         lons = [s.lon for s in net.sites.values()]
-        span_km = haversine_km(min(lats), min(lons), max(lats), max(lons))
+        corners = [(a, b) for a in (min(lats), max(lats)) for b in (min(lons), max(lons))]
+        # The farthest pair of corners of the sites' bounding box, with a margin: on wide
+        # nets far from the equator an edge can be longer than the diagonal.
+        span_km = 1.05 * max(haversine_km(*p, *q) for p in corners for q in corners)
         self.horizon = int(span_km / self.p["max_kmh"] * 3_600_000) + 1
 
     def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers

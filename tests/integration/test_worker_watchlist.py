@@ -82,9 +82,10 @@ def test_hits_dead_letters_and_duplicates(kafka: Kafka, start_worker) -> None:
 
     alerts = kafka.alerts()
     got = sorted((a["rule"], a["subject"]["id"], tuple(a["evidence"])) for a in alerts)
-    assert got == [("watchlist-hit", FUGITIVE[1], ("s-carrier",)),
+    assert got == [("permit-violation", PERMIT[1], ("s-permit",)),     # BK03: off route
+                   ("watchlist-hit", FUGITIVE[1], ("s-carrier",)),
                    ("watchlist-hit", WANTED[1], ("s-wanted",))]
-    by_subject = {a["subject"]["id"]: a for a in alerts}
+    by_subject = {a["subject"]["id"]: a for a in alerts if a["rule"] == "watchlist-hit"}
     w = by_subject[WANTED[1]]
     assert (w["severity"], w["site"], w["ring"], w["zone"], w["dir"]) == \
         ("critical", "BK01", "core", "core", "in")

@@ -6,14 +6,17 @@ import calendar
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
-from rings.models import Sighting, Subject
+from rings.models import Alert, Permit, Sighting, Subject, WatchEntry
+from rings.net import Net
+from rings.pipeline import Pipeline
 from rings.ruleset import RuleSet, build_rules
-from rings.timefmt import parse_ts
+from rings.timefmt import format_ts, parse_ts
+from rings.watchlist import Watchlist
 from rings.yamlsrc import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +81,10 @@ def rules_from_text(text: str, name: str = "<rules>") -> RuleSet:
 # ------------------------------------------------------------------------- records
 
 T0 = parse_ts("2026-11-29T08:00:00+08:00")[0]
+SEC = 1000
 MIN = 60_000
 HOUR = 3_600_000
+DAY = 24 * HOUR
 
 
 def sighting(sid: str, ts: int, site: str, subject: Subject | str = "vehicle:蒙K3X521",
@@ -87,3 +92,107 @@ def sighting(sid: str, ts: int, site: str, subject: Subject | str = "vehicle:蒙
              tz: int = 480, attrs: dict[str, Any] | None = None) -> Sighting:
     subj = Subject.from_key(subject) if isinstance(subject, str) else subject
     return Sighting(sid, ts, tz, site, direction, subj, with_, attrs)
+
+
+# ------------------------------------------------------------------------- rule sets
+
+def single_rule(rule_id: str, *, lateness: str = "2m", dedupe_window: str = "2h",
+                **params: Any) -> RuleSet:
+    """A rule set of just one rule (the shipped engine settings unless told), with
+    parameters given as Python values: `single_rule("loitering", crossings=3)`."""
+    return rule_set({"id": rule_id, **params}, lateness=lateness, dedupe_window=dedupe_window)
+
+
+def rule_set(*rules: dict[str, Any], lateness: str = "2m", dedupe_window: str = "2h"
+             ) -> RuleSet:
+    """A rule set from rule mappings, written out as YAML text and built like a rules file
+    (JSON scalars are YAML scalars)."""
+    lines = ["engine:", f"  lateness: {lateness}", f"  dedupe_window: {dedupe_window}",
+             "rules:"]
+    for r in rules:
+        first = True
+        for k, v in r.items():
+            lines.append(f"  {'- ' if first else '  '}{k}: {json.dumps(v, ensure_ascii=False)}")
+            first = False
+    return rules_from_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------- watchlist
+
+def entry(subject: Subject | str, lst: str = "wanted", severity: str = "critical",
+          start: int | None = None, end: int | None = None, reason: str | None = None,
+          permit: Permit | None = None) -> WatchEntry:
+    subj = Subject.from_key(subject) if isinstance(subject, str) else subject
+    return WatchEntry(subj, lst, severity, reason, start, end, permit)
+
+
+def permit_entry(subject: Subject | str, route: tuple[str, ...], start: int | None = None,
+                 end: int | None = None, severity: str = "high",
+                 valid_from: int | None = None, valid_until: int | None = None) -> WatchEntry:
+    """An entry on the `permit` list: `start`/`end` bound the permit's time window,
+    `valid_from`/`valid_until` the entry's own validity (its `from`/`until`)."""
+    return entry(subject, "permit", severity, valid_from, valid_until,
+                 permit=Permit(tuple(route), start, end))
+
+
+# ------------------------------------------------------------------------- driving
+
+ALERT_SCHEMA = validator("alert.schema.json")
+
+
+def check_alerts(alerts: Iterable[Alert]) -> None:
+    """Every alert validates against rings/schemas/alert.schema.json."""
+    for a in alerts:
+        d = a.to_json(format_ts(T0, 480))
+        errors = [e.message for e in ALERT_SCHEMA.iter_errors(d)]
+        assert not errors, (d, errors)
+
+
+class Driver:
+    """All stages (rings.pipeline.Pipeline) on an in-memory store, with an explicit
+    watermark schedule. Every alert is checked against the alert schema as it comes out."""
+
+    def __init__(self, net: Net, rules: RuleSet, *entries: WatchEntry) -> None:
+        self.rules = rules
+        self.watchlist = Watchlist(entries)
+        self.pipe = Pipeline(net, rules, self.watchlist)
+        self.alerts: list[Alert] = []
+
+    def process(self, batch: Iterable[Sighting], before: int | None = None,
+                after: int | None = None) -> list[Alert]:
+        out = self.pipe.process(list(batch), before, after)
+        check_alerts(out)
+        self.alerts.extend(out)
+        return out
+
+    def flush(self, to: int) -> list[Alert]:
+        """Move event time (the watermark) to `to` with no new sightings."""
+        return self.process([], None, to)
+
+    def run(self, sightings: Iterable[Sighting], flush: int | None = DAY) -> list[Alert]:
+        """Each sighting its own batch, the watermark the driver's (newest event time so far
+        minus the lateness, before and after the batch); then, unless `flush` is None, event
+        time moves `flush` past the newest sighting so ordered rules have judged all."""
+        out: list[Alert] = []
+        newest: int | None = None
+        lateness = self.rules.lateness_ms
+        for s in sightings:
+            before = None if newest is None else newest - lateness
+            newest = s.ts if newest is None else max(newest, s.ts)
+            out += self.process([s], before, newest - lateness)
+        if flush is not None and newest is not None:
+            out += self.flush(newest + flush)
+        return out
+
+    @property
+    def watermark(self) -> int:
+        return self.pipe.engine.watermark
+
+
+def by_rule(alerts: Iterable[Alert], rule: str) -> list[Alert]:
+    return [a for a in alerts if a.rule == rule]
+
+
+def brief(a: Alert) -> tuple[Any, ...]:
+    """What identifies an alert's content: for comparing runs."""
+    return (a.alert_id, a.rule, a.subject.key, tuple(a.evidence), a.ts, a.severity)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import orjson
+
 from rings.engine import BUCKET_MS, Engine
 from rings.models import Subject, WatchEntry
 from rings.state import MemoryKV
@@ -9,40 +13,81 @@ from rings.watchlist import Watchlist
 
 from .support import HOUR, MIN, T0, sighting
 
-N = 200_000
-STEP = 200          # ms of event time between sightings: N of them span about 11 h
-BATCH = 1000
+# What the subject stage keeps besides subjects and its expiry index: its watermark, how far
+# its index was swept, and the directory of minutes holding index keys.
+BOOKKEEPING = {"~s:wm", "~s:sw", "~s:dir"}
 
 
 def subject_keys(store: MemoryKV) -> list[str]:
     return [k for k in store.keys() if k.startswith("s:")]
 
 
+def leftover(store: MemoryKV) -> list[str]:
+    """Everything but the bookkeeping keys, and the index directory if it still lists any
+    minute (it must be empty once nothing is scheduled)."""
+    left = sorted(k for k in store.keys() if k not in BOOKKEEPING)
+    raw = store.get("~s:dir")
+    if raw is not None and orjson.loads(raw):
+        left.append(f"~s:dir={orjson.loads(raw)}")
+    return left
+
+
+# One sighting each of a million distinct subjects, at increasing event time, through the
+# subject stage with every shipped rule. The sites vary so that each rule keeps state: ring
+# crossings (penetration's chain, loitering's crossings, cloned-plate's last sighting), an
+# approach bayonet inbound (a checkpoint-avoidance deadline, which fires: nobody is seen at
+# the checkpoint), passes without direction.
+N = 1_000_000
+STEP = 100          # ms of event time between sightings: N of them span ~28 h, 12 horizons
+BATCH = 2000
+SITES = [("CP01", "in"), ("BK01", "in"), ("BV01", "out"), ("BA01", "in"), ("DL01", None),
+         ("BA02", "out"), ("CP05", "out")]
+
+
 def test_state_is_bounded_and_expires(net, rules):
+    """The store holds the subjects seen within the horizon (and its index), never the
+    million; once event time passes the last horizon only bookkeeping keys are left."""
+    started = time.perf_counter()
     store = MemoryKV()
     eng = Engine(net, rules, Watchlist(), store)
     assert eng.horizon >= rules.dedupe_ms
+    assert N * STEP > 10 * eng.horizon              # expiry is exercised many times over
     # The most the store may hold at once: subjects seen within the horizon (plus the
-    # lateness and a bucket of slack), and the expiry index beside them.
+    # lateness and a second of slack per side), and one index key per second of that span.
     window = (eng.horizon + rules.lateness_ms + 2 * BUCKET_MS) // STEP
+    index = (eng.horizon + rules.lateness_ms) // BUCKET_MS + 2
     peak = 0
     max_ts = None
+    avoidance = 0
     for start in range(0, N, BATCH):
-        batch = [sighting(f"s{i}", T0 + i * STEP, "CP01" if i % 2 else "BK01",
-                          Subject("vehicle", f"V{i:06d}"), "in")
-                 for i in range(start, start + BATCH)]
+        batch = []
+        for i in range(start, start + BATCH):
+            site, direction = SITES[i % len(SITES)]
+            kind = "person" if i % 5 == 0 else "vehicle"
+            batch.append(sighting(f"s{i}", T0 + i * STEP, site, Subject(kind, f"X{i:07d}"),
+                                  direction))
         before = None if max_ts is None else max_ts - rules.lateness_ms
         max_ts = batch[-1].ts
-        assert eng.process(batch, before, max_ts - rules.lateness_ms) == []
+        alerts = eng.process(batch, before, max_ts - rules.lateness_ms)
+        assert {a.rule for a in alerts} <= {"checkpoint-avoidance"}
+        avoidance += len(alerts)
         peak = max(peak, len(store))
     assert eng.stats.processed == N and eng.stats.late == 0
-    assert peak < window + 2 * (eng.horizon // BUCKET_MS) + 10, (peak, window)
+    assert peak <= window + index + len(BOOKKEEPING), (peak, window, index)
+    # ...and it is that bound, not much less: subjects are kept as long as the horizon.
+    assert peak > eng.horizon // STEP, (peak, eng.horizon // STEP)
     assert eng.stats.expired > N - window - BATCH
     # Event time passes the horizon of the last sighting: everything goes.
-    eng.advance(max_ts + eng.horizon + 2 * BUCKET_MS)
+    alerts = eng.advance(max_ts + eng.horizon + 2 * BUCKET_MS)
+    avoidance += len(alerts)
+    # Every inbound approach-bayonet pass fired once, at its deadline.
+    assert avoidance == sum(1 for i in range(N) if SITES[i % len(SITES)] == ("BA01", "in"))
+    assert eng.stats.by_rule == {"checkpoint-avoidance": avoidance}
     assert eng.stats.expired == N
     assert subject_keys(store) == []
-    assert len(store) <= 2, sorted(store.keys())
+    assert leftover(store) == [] and set(store.keys()) <= BOOKKEEPING
+    print(f"\n{N:,} subjects: peak {peak:,} keys (bound {window + index:,}), "
+          f"{time.perf_counter() - started:.1f} s")
 
 
 def test_expiry_driven_by_later_sightings(net, rules):
@@ -111,7 +156,7 @@ def test_state_of_very_late_sightings_expires_too(net, rules):
     eng.process([sighting("old", T0, "CP02", Subject("vehicle", "B"))])     # 10 h late
     assert eng.stats.late == 1
     eng.advance(now + eng.horizon + 3 * BUCKET_MS)
-    left = sorted(k for k in store.keys() if k != "~wm")
+    left = leftover(store)
     assert left == [], f"state kept past the horizon: {left}"
     assert eng.stats.expired == 2
 
@@ -125,7 +170,7 @@ def test_state_of_an_out_of_order_first_batch_expires(net, rules):
                  sighting("old", T0, "CP02", Subject("vehicle", "B"))],
                 None, newest - rules.lateness_ms)
     eng.advance(newest + eng.horizon + 3 * BUCKET_MS)
-    left = sorted(k for k in store.keys() if k != "~wm")
+    left = leftover(store)
     assert left == [], f"state kept past the horizon: {left}"
 
 
@@ -162,3 +207,20 @@ def test_a_far_jump_of_event_time_does_not_stall_the_engine(net, rules):
             f"Engine.advance reads one key per minute of event time skipped ({e} for a jump "
             f"to year 9999); a single far-future sighting stalls the engine") from None
     assert subject_keys(store) == ["s:vehicle:B"]
+
+
+def test_alerts_are_counted_once(net, rules):
+    """Stats (the drivers' metrics) count each alert once, whether it comes out on arrival,
+    from the advance inside process(), or from advance() itself."""
+    wanted = Subject("vehicle", "蒙K3X521")
+    eng = Engine(net, rules, Watchlist([WatchEntry(wanted, "wanted", "critical")]), MemoryKV())
+    out = eng.process([sighting("a", T0, "BA01", wanted, "in")], None, T0)      # hit
+    out += eng.process([sighting("b", T0 + 20 * MIN, "CP09", Subject("vehicle", "x"))],
+                       None, T0 + 18 * MIN)                 # avoidance, released by process
+    out += eng.process([sighting("c", T0 + 30 * MIN, "BA02", wanted, "in")], None,
+                       T0 + 30 * MIN)                       # hit
+    out += eng.advance(T0 + HOUR)                            # avoidance, released by advance
+    assert sorted(a.rule for a in out) == ["checkpoint-avoidance"] * 2 + ["watchlist-hit"] * 2
+    assert eng.stats.alerts == 4
+    assert eng.stats.by_rule == {"watchlist-hit": 2, "checkpoint-avoidance": 2}
+    assert all(a.rules_version == rules.version for a in out)

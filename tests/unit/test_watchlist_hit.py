@@ -1,4 +1,9 @@
-"""`watchlist-hit`, the touch-ring alarm, through the engine (CONTRACTS.md §4, §5)."""
+"""`watchlist-hit`, the touch-ring alarm, through the engine (CONTRACTS.md §4, §5).
+
+Run with a rule set of just this rule (the shipped engine settings): the other shipped rules
+also fire on these sightings (linked-hit on a listed person in `with`, the ordered rules once
+event time moves) and are tested in their own modules (test_rule_*.py).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +17,18 @@ from rings.state import MemoryKV
 from rings.timefmt import format_ts, parse_ts
 from rings.watchlist import Watchlist
 
-from .support import HOUR, MIN, T0, rules_from_text, sighting, validator
+from .support import HOUR, MIN, T0, rules_from_text, sighting, single_rule, validator
 
 ALERT_SCHEMA = validator("alert.schema.json")
 CAR = Subject("vehicle", "蒙K3X521")
 OTHER_CAR = Subject("vehicle", "蒙A00001")
 P1 = Subject("person", "p-9f2c41")
 P2 = Subject("person", "p-000002")
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return single_rule("watchlist-hit")
 
 
 def entry(subject: Subject, lst: str = "wanted", severity: str = "critical",
