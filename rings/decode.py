@@ -173,6 +173,8 @@ def watch_entry_from_obj(d: Any, sites: dict[str, Any] | None = None) -> WatchEn
                     raise InvalidRecord("unknown-site", "permit.route names a site not in the net")
         pstart = _opt_ts(p, "from", "permit.from")
         pend = _opt_ts(p, "until", "permit.until")
+        if pstart is not None and pend is not None and pend <= pstart:
+            raise InvalidRecord("bad-field", "permit.until must be after permit.from")
         permit = Permit(tuple(route), pstart, pend)
     return WatchEntry(subject, lst, sev, reason, start, end, permit)
 

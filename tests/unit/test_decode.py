@@ -443,6 +443,9 @@ WATCH_BAD = [
     ("permit-route-string", entry(PERMIT, permit={"route": "CP03"}), "bad-field"),
     ("permit-route-unknown", entry(PERMIT, permit={"route": ["CP03", "XX99"]}), "unknown-site"),
     ("permit-from-bad", entry(PERMIT, permit={"route": ["CP03"], "from": "noon"}), "bad-ts"),
+    ("permit-until-before-from", entry(PERMIT, permit={
+        "route": ["CP03"], "from": "2026-11-29T18:00:00+08:00",
+        "until": "2026-11-29T06:00:00+08:00"}), "bad-field"),
 ]
 
 
