@@ -43,14 +43,19 @@ def enc(obj: Any) -> bytes:
 DROP = object()       # a field to leave out
 
 
-def changed(**kw: Any) -> dict[str, Any]:
-    d = json.loads(json.dumps(GOOD))
+def copy_with(base: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """A deep copy of `base` with fields replaced (or left out with DROP)."""
+    d = json.loads(json.dumps(base))
     for k, v in kw.items():
         if v is DROP:
             d.pop(k, None)
         else:
             d[k] = v
     return d
+
+
+def changed(**kw: Any) -> dict[str, Any]:
+    return copy_with(GOOD, **kw)
 
 
 def refusal(raw: bytes, sites, limits: Limits = Limits()) -> InvalidRecord:
@@ -383,13 +388,7 @@ PERMIT = {"subject": {"type": "vehicle", "id": "蒙K88888"}, "list": "permit", "
 
 
 def entry(base: dict[str, Any] = ENTRY, **kw: Any) -> dict[str, Any]:
-    d = json.loads(json.dumps(base))
-    for k, v in kw.items():
-        if v is DROP:
-            d.pop(k, None)
-        else:
-            d[k] = v
-    return d
+    return copy_with(base, **kw)
 
 
 def test_watch_entry_valid(net):
