@@ -79,21 +79,27 @@ class SiteStage(Stage[Sighting, CoPass]):
 
     def _judge(self, site: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:
         q = st.get("q") or []
+        # Judged passes of the last `gap`, oldest first: [ts, id, key, tz, listed-then].
         rec: list[list[Any]] = st.get("rec") or []
+        rec_ids = {r[1] for r in rec}
         n = 0
         for row in q:
             if row[0] >= limit:
                 break
             n += 1
             ts, sid, key, tz = row
-            if any(r[1] == sid for r in rec):
+            if sid in rec_ids:
                 continue        # a duplicate that arrived after its twin was judged
-            rec = [r for r in rec if ts - r[0] <= self.gap]
+            old = 0
+            while old < len(rec) and ts - rec[old][0] > self.gap:
+                rec_ids.discard(rec[old][1])
+                old += 1
+            del rec[:old]
             mine = self._listed(key, ts)
             for r in rec:
                 if r[2] == key:
                     continue
-                theirs = self._listed(r[2], r[0])
+                theirs = r[4]
                 if mine is None and theirs is None and not self.rule.p["all_pairs"]:
                     continue
                 if key < r[2]:
@@ -101,7 +107,8 @@ class SiteStage(Stage[Sighting, CoPass]):
                 else:
                     cp = CoPass(r[2], key, site, ts, tz, (r[1], sid), theirs, mine)
                 out.append(cp)
-            rec.append(row)
+            rec.append([ts, sid, key, tz, mine])
+            rec_ids.add(sid)
         del q[:n]
         st["rec"] = rec
         if not q:
