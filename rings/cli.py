@@ -55,9 +55,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .timefmt import format_ts
     from .watchlist import Watchlist, load_watchlist
 
+    from .gctune import tune_for_throughput
+
     net, rules = _load(args)
     wl = load_watchlist(args.watchlist, net.sites) if args.watchlist else Watchlist()
     src = args.sightings
+    tune_for_throughput()
 
     def on_bad(line: int, err: InvalidRecord) -> None:
         print(f"{src}:{line}: {err.reason}: {err.detail}", file=sys.stderr)
@@ -238,6 +241,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import BenchConfig, render, run_bench
+
+    if args.events < 1000:
+        _die("--events must be at least 1000")
+    net, rules = _load(args)
+    cfg = BenchConfig(events=args.events, partitions=args.partitions,
+                      latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
+                      peers=not args.no_peers, timeout=args.timeout)
+
+    def say(msg: str) -> None:
+        print(f"rings bench: {msg}", file=sys.stderr, flush=True)
+
+    import logging
+    # Fresh topics answer "not leader" for a moment; aiokafka retries and warns each time.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    explicit = bool(args.broker or os.environ.get("RINGS_BROKER"))
+    result = run_bench(_kafka(args), net, rules, cfg, explicit, say)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    else:
+        print(render(result))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -340,6 +368,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("RINGS_DATA_DIR", ".rings-data"))
     p.add_argument("--loglevel", default=os.environ.get("RINGS_LOGLEVEL", "info"))
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("bench", help="throughput and alert latency, side by side with peers")
+    _common_net(p)
+    _broker(p)
+    p.add_argument("--events", type=int, default=200_000,
+                   help="sightings of simulated traffic (default 200,000: ~190,000 subjects)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--latency-rate", type=float, default=2000.0,
+                   help="offered sightings per second in the latency phase")
+    p.add_argument("--latency-seconds", type=float, default=None,
+                   help="length of the latency phase (default: 20 s, less for small runs)")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip the aiokafka, Faust and Quix Streams measurements")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up after this long")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="local Kafka, a worker, live simulated traffic, alerts")
     p.add_argument("--duration", type=float, default=120.0, help="seconds to run (0: until "

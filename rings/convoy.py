@@ -7,7 +7,8 @@ stage (partitioned by subject) cannot see. Two more stages do it:
 
 - SiteStage, per site: in event-time order, each vehicle pass is paired with the passes of
   the `gap` before it; a pair becomes a *co-pass* when one of the two vehicles is
-  watchlisted (or always, with `all_pairs`). State: the site's last `gap` of passes.
+  watchlisted (or always, with `all_pairs`). State: the site's last `gap` of passes, and
+  apart those of watchlisted vehicles (an unlisted pass pairs only with them).
 - PairStage, per pair of vehicles: in event-time order, the co-passes of the last `window`;
   at `sites` distinct sites the pair alerts, then rests for `window`. State: the pair's
   co-passes of the last `window`.
@@ -20,6 +21,7 @@ all site partitions, so it never judges a pair before every co-pass of that time
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,58 +72,79 @@ class SiteStage(Stage[Sighting, CoPass]):
         if s.ts < wm:
             self.stats.late += 1
             return
-        if any(r[1] == s.id for r in st.get("q", ())):
-            self.stats.duplicates += 1
-            return
+        # A duplicate is queued too; judging finds it next to its twin and skips it.
         self.stats.processed += 1
         self.enqueue(st, [s.ts, s.id, s.subject.key, s.tz])
         self._reschedule(s.site, st)
 
     def _judge(self, site: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:
         q = st.get("q") or []
-        # Judged passes of the last `gap`, oldest first: [ts, id, key, tz, listed-then].
+        # Judged passes of the last `gap`, oldest first: [ts, id, key, tz, listed-then];
+        # `hot` holds those whose vehicle was listed, the only partners of an unlisted pass.
         rec: list[list[Any]] = st.get("rec") or []
-        rec_ids = {r[1] for r in rec}
+        hot: list[list[Any]] = st.get("hot") or []
+        all_pairs = self.rule.p["all_pairs"]
+        gap = self.gap
         n = 0
         for row in q:
             if row[0] >= limit:
                 break
             n += 1
             ts, sid, key, tz = row
-            if sid in rec_ids:
-                continue        # a duplicate that arrived after its twin was judged
+            if rec and ts <= rec[-1][0] and self._judged(rec, ts, sid):
+                self.stats.duplicates += 1      # its twin was judged (now or before)
+                self.stats.processed -= 1
+                continue
             old = 0
-            while old < len(rec) and ts - rec[old][0] > self.gap:
-                rec_ids.discard(rec[old][1])
+            while old < len(rec) and ts - rec[old][0] > gap:
                 old += 1
-            del rec[:old]
+            if old:
+                del rec[:old]
+                while hot and ts - hot[0][0] > gap:
+                    hot.pop(0)
             mine = self._listed(key, ts)
-            for r in rec:
+            for r in (rec if mine is not None or all_pairs else hot):
                 if r[2] == key:
                     continue
                 theirs = r[4]
-                if mine is None and theirs is None and not self.rule.p["all_pairs"]:
-                    continue
                 if key < r[2]:
                     cp = CoPass(key, r[2], site, ts, tz, (r[1], sid), mine, theirs)
                 else:
                     cp = CoPass(r[2], key, site, ts, tz, (r[1], sid), theirs, mine)
                 out.append(cp)
-            rec.append([ts, sid, key, tz, mine])
-            rec_ids.add(sid)
+            r = [ts, sid, key, tz, mine]
+            rec.append(r)
+            if mine is not None:
+                hot.append(r)
         del q[:n]
         st["rec"] = rec
+        if hot:
+            st["hot"] = hot
+        else:
+            st.pop("hot", None)
         if not q:
             st.pop("q", None)
+
+    @staticmethod
+    def _judged(rec: list[list[Any]], ts: int, sid: str) -> bool:
+        """Whether pass `sid` at `ts` is among the judged passes (a twin has the same ts)."""
+        i = bisect_left(rec, ts, key=lambda r: r[0])
+        while i < len(rec) and rec[i][0] == ts:
+            if rec[i][1] == sid:
+                return True
+            i += 1
+        return False
 
     def _listed(self, key: str, ts: int) -> list[str] | None:
         e = self.ctx.listed(key, ts)
         return [e.severity, e.list] if e is not None else None
 
     def _next_action(self, st: dict[str, Any]) -> int:
-        if st.get("q"):
-            return st["q"][0][0]
-        return max((r[0] for r in st.get("rec", ())), default=NO_TIME) + self.gap
+        q = st.get("q")
+        if q:
+            return q[0][0]
+        rec = st.get("rec")
+        return (rec[-1][0] if rec else NO_TIME) + self.gap      # rec is in time order
 
 
 class PairStage(Stage[CoPass, Alert]):

@@ -23,7 +23,7 @@ from typing import Any
 
 from .detectors import Context
 from .detectors.base import Event, Timers
-from .models import Alert, Sighting, Subject
+from .models import SUBJECT_TYPES, Alert, Sighting, Subject
 from .net import Net
 from .ruleset import RuleSet
 from .schedule import NO_TIME, SECOND
@@ -52,97 +52,147 @@ class Engine(Stage[Sighting, Alert]):
         # linked-hit excepted: few subjects have them, and keep_until bounds them).
         self.horizon = max(rules.dedupe_ms, rules.lateness_ms,
                            *(d.horizon_ms() for d in self.ordered))
+        # Hot-path lookups, resolved once: the rules per subject type, and the rules whose
+        # state may outlive the horizon (the others promise keep_until <= last + horizon).
+        types = {t for d in rules.detectors for t in (d.subjects or ())} | set(SUBJECT_TYPES)
+        self._arrival_for = {t: [d for d in self.arrival if d.applies(t)] for t in types}
+        self._ordered_for = {t: [(d, d.rule_id) for d in self.ordered if d.applies(t)]
+                             for t in types}
+        self._outliving = {d.rule_id for d in rules.detectors if d.horizon_ms() <= 0}
+        self._dedupe = rules.dedupe_ms
 
     # ------------------------------------------------------------------ hooks
 
     def _arrive(self, s: Sighting, wm: int, out: list[Alert]) -> None:
-        key = s.key
+        subject = s.subject
+        key = subject.key
         st = self.table.get(key)
         if st is None:
             st = {"seen": {}, "last": NO_TIME}
         seen = st["seen"]
-        if s.id in seen:
+        sid, ts = s.id, s.ts
+        if sid in seen:
             self.stats.duplicates += 1
             return
-        seen[s.id] = s.ts
-        if s.ts > st["last"]:
-            st["last"] = s.ts
+        seen[sid] = ts
+        if ts > st["last"]:
+            st["last"] = ts
         self.stats.processed += 1
-        stype = s.subject.type
-        n0 = len(out)
-        for d in self.arrival:
-            if d.applies(stype):
-                out.extend(d.on_arrival(s, self.ctx, st.setdefault("r", {})
-                                        .setdefault(d.rule_id, {}), wm))
-        self._count(out, n0)
-        if s.ts < wm:
+        arrival = self._arrival_for.get(subject.type, self.arrival)
+        if arrival:
+            n0 = len(out)
+            r = st.get("r")
+            if r is None:
+                r = st["r"] = {}
+            for d in arrival:
+                rs = r.get(d.rule_id)
+                if rs is None:
+                    rs = r[d.rule_id] = {}
+                found = d.on_arrival(s, self.ctx, rs, wm)
+                if found:
+                    out.extend(found)
+            if len(out) > n0:
+                self._count(out, n0)
+        if ts < wm:
             self.stats.late += 1
             log.debug("late sighting skipped by the ordered rules: %d ms before the watermark",
-                      wm - s.ts)
+                      wm - ts)
         elif self.ordered:
-            self.enqueue(st, [s.ts, s.id, s.site, s.dir, s.tz])
+            row = [ts, sid, s.site, s.dir, s.tz]
+            q = st.get("q")
+            if q is None:
+                st["q"] = [row]
+            else:
+                if (ts, sid) < (q[-1][0], q[-1][1]):
+                    self.enqueue(st, row)
+                else:
+                    q.append(row)
         # Ids are remembered for the dedupe window before the watermark and before the
         # subject's newest sighting, whichever is earlier: a sighting seen again after a
         # restart (input is read at least once) is then still remembered or older than the
         # watermark, so the ordered rules cannot count it twice; and a late sighting's id
         # is not forgotten the moment it is seen.
-        floor = min(wm, st["last"]) - self.rules.dedupe_ms
-        if min(seen.values()) < floor:
-            st["seen"] = {i: t for i, t in seen.items() if t >= floor}
+        floor = min(wm, st["last"]) - self._dedupe
+        if len(seen) > 1 or ts < floor:
+            if min(seen.values()) < floor:
+                st["seen"] = {i: t for i, t in seen.items() if t >= floor}
         self._reschedule(key, st)
 
     def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[Alert]) -> None:
         """Feed the ordered rules everything of this subject before `limit`, in time order.
         At a tie a sighting goes before a deadline: a checkpoint pass exactly at the
         deadline still counts."""
-        q = st.get("q") or []
-        timers = Timers(st.get("tm") or [])
-        if not q and not timers.rows:
+        q = st.get("q")
+        tm = st.get("tm")
+        if not q and not tm:
             return
         subject = Subject.from_key(key)
-        rstate = st.setdefault("r", {})
-        stype = subject.type
+        rstate = st.get("r")
+        if rstate is None:
+            rstate = st["r"] = {}
+        ordered = self._ordered_for.get(subject.type, ())
+        ctx = self.ctx
         n0 = len(out)
+        q = q or []
+        timers = Timers(tm or [])
+        rows = timers.rows
+        nq = len(q)
         qi = 0
         while True:
-            ev_t = q[qi][0] if qi < len(q) and q[qi][0] < limit else None
-            tm_t = timers.rows[0][0] if timers.rows and timers.rows[0][0] < limit else None
+            ev_t = q[qi][0] if qi < nq and q[qi][0] < limit else None
+            tm_t = rows[0][0] if rows and rows[0][0] < limit else None
             if ev_t is None and tm_t is None:
                 break
             if tm_t is not None and (ev_t is None or tm_t < ev_t):
-                deadline, rule, payload = timers.rows.pop(0)
+                deadline, rule, payload = rows.pop(0)
                 d = self.by_id.get(rule)
                 if d is not None:
-                    out.extend(d.on_timer(deadline, payload, subject, self.ctx,
-                                          rstate.setdefault(rule, {})))
+                    rs = rstate.get(rule)
+                    if rs is None:
+                        rs = rstate[rule] = {}
+                    out.extend(d.on_timer(deadline, payload, subject, ctx, rs))
                 continue
-            ev = Event.from_row(q[qi], subject)
+            row = q[qi]
+            ev = Event(row[0], row[1], row[2], row[3], row[4], subject)
             qi += 1
-            for d in self.ordered:
-                if d.applies(stype):
-                    out.extend(d.on_event(ev, self.ctx, rstate.setdefault(d.rule_id, {}),
-                                          timers))
-        del q[:qi]
-        for name, value in (("q", q), ("tm", timers.rows)):
-            if value:
-                st[name] = value
-            else:
-                st.pop(name, None)
-        self._count(out, n0)
+            for d, rid in ordered:
+                rs = rstate.get(rid)
+                if rs is None:
+                    rs = rstate[rid] = {}
+                found = d.on_event(ev, ctx, rs, timers)
+                if found:
+                    out.extend(found)
+        if qi == nq:
+            st.pop("q", None)
+        else:
+            del q[:qi]
+        if rows:
+            st["tm"] = rows
+        else:
+            st.pop("tm", None)
+        if len(out) > n0:
+            self._count(out, n0)
 
     def _next_action(self, st: dict[str, Any]) -> int:
+        # Pending work comes first; the windows (`keep`) are looked at again after it.
+        q = st.get("q")
+        tm = st.get("tm")
+        if q or tm:
+            if q and tm:
+                return min(q[0][0], tm[0][0])
+            return q[0][0] if q else tm[0][0]
         keep = st["last"] + self.horizon
         r = st.get("r")
         if r:
-            for rule, rs in list(r.items()):
+            for rule in [k for k, v in r.items() if not v]:
+                del r[rule]
+            for rule in self._outliving.intersection(r):
                 d = self.by_id.get(rule)
-                if d is None or not rs:
-                    del r[rule]
-                    continue
-                keep = max(keep, d.keep_until(rs))
-        # Pending work comes first; the windows (`keep`) are looked at again after it.
-        pending = [x[0][0] for x in (st.get("q"), st.get("tm")) if x]
-        return min(pending) if pending else keep
+                if d is not None:
+                    keep = max(keep, d.keep_until(r[rule]))
+            for rule in [k for k in r if k not in self.by_id]:
+                del r[rule]
+        return keep
 
     def _count(self, out: list[Alert], start: int) -> None:
         """Stamp and count the alerts a hook added to `out` (from `start` on). Counted where

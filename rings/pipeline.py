@@ -17,13 +17,13 @@ from .models import Alert, Sighting
 from .net import Net
 from .ruleset import RuleSet
 from .stage import Stats
-from .state import KV, MemoryKV
+from .state import KV, ObjectKV
 from .watchlist import WatchlistView
 
 
 class Pipeline:
     def __init__(self, net: Net, rules: RuleSet, watchlist: WatchlistView,
-                 store: Callable[[], KV] = MemoryKV) -> None:
+                 store: Callable[[], KV] = ObjectKV) -> None:
         self.engine = Engine(net, rules, watchlist, store())
         ctx = Context(net, watchlist)
         self.convoys = [(SiteStage(ctx, d, store()), PairStage(ctx, d, store(), rules.version))

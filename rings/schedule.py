@@ -17,6 +17,7 @@ Reads and writes are coalesced: an entity is loaded once per batch and written o
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, Iterator
 
 import orjson
@@ -26,22 +27,36 @@ from .state import KV
 NEVER = 2**62
 NO_TIME = -(2**62)
 SECOND = 1000
+CACHE_LIMIT = 50_000        # decoded entities kept per table between batches (byte stores)
 
 
 class EntityTable:
-    def __init__(self, store: KV, prefix: str) -> None:
+    def __init__(self, store: KV, prefix: str, cache_limit: int = CACHE_LIMIT) -> None:
         self.store = store
         self.prefix = prefix                 # e.g. "s:" for subjects, "t:convoy:" for sites
         self.meta = "~" + prefix             # bookkeeping keys: "~" + namespace + name
+        # An object store (replay) keeps the decoded state itself; a byte store (the
+        # worker's table) gets JSON, and a bounded cache of decoded entities spares most
+        # reads from decoding again what the last batches wrote.
+        self.objects = bool(getattr(store, "holds_objects", False))
+        self.cache_limit = cache_limit
         self.cache: dict[str, dict[str, Any]] = {}
+        self.index: dict[int, list[str]] = {}    # cached index seconds (byte stores)
+        self.index_dirty: set[int] = set()         # index seconds changed since commit
         self.dirty: set[str] = set()
         self.deleted: set[str] = set()
         raw = store.get(self.meta + "sw")
-        self.swept: int | None = orjson.loads(raw) if raw is not None else None
+        self.swept: int | None = self._decode(raw) if raw is not None else None
         raw = store.get(self.meta + "dir")
-        self.dir: set[int] = set(orjson.loads(raw)) if raw is not None else set()
+        self.dir: set[int] = set(self._decode(raw)) if raw is not None else set()
         self._dir_changed = False
         self._swept_changed = False
+
+    def _decode(self, raw: Any) -> Any:
+        return raw if self.objects else orjson.loads(raw)
+
+    def _encode(self, value: Any) -> Any:
+        return value if self.objects else orjson.dumps(value)
 
     # ------------------------------------------------------------------ state
 
@@ -50,7 +65,7 @@ class EntityTable:
         if st is None and key not in self.deleted:
             raw = self.store.get(self.prefix + key)
             if raw is not None:
-                st = orjson.loads(raw)
+                st = self._decode(raw)
                 self.cache[key] = st
         return st
 
@@ -64,12 +79,22 @@ class EntityTable:
         self.dirty.discard(key)
         self.deleted.add(key)
 
-    def commit(self) -> None:
-        """Write every changed entity once, and index it under its next action."""
-        index_add: dict[int, list[str]] = {}
+    def discard(self) -> None:
+        """Forget what was not committed (a batch that failed half-way): the cache must not
+        keep changes the store never got. (An object store shares its objects with the
+        cache, so there a failed batch's changes stay; replay stops on one anyway.)"""
+        self.cache.clear()
+        self.index.clear()
+        self.index_dirty.clear()
+        self.dirty.clear()
+        self.deleted.clear()
+
+    def index_pending(self) -> None:
+        """Index every changed entity under its next action (in memory; written at commit)."""
         floor = self.swept
+        cache = self.cache
         for key in self.dirty:
-            st = self.cache[key]
+            st = cache[key]
             nx = st.get("nx", NEVER)
             if nx >= NEVER:
                 raise AssertionError("an entity with no next action must be deleted")
@@ -78,27 +103,54 @@ class EntityTable:
                 sec = floor             # already swept past: handle at the next sweep
             if st.get("xb") != sec:
                 st["xb"] = sec
-                index_add.setdefault(sec, []).append(key)
-            self.store.put(self.prefix + key, orjson.dumps(st))
+                listed = self._index_get(sec)
+                if listed is None:
+                    self.index[sec] = [key]
+                else:
+                    listed.append(key)
+                self.index_dirty.add(sec)
+                minute = sec // 60
+                if minute not in self.dir:
+                    self.dir.add(minute)
+                    self._dir_changed = True
+
+    def commit(self) -> None:
+        """Write every changed entity once, and index it under its next action."""
+        self.index_pending()
+        store, prefix, cache, encode = self.store, self.prefix, self.cache, self._encode
+        for key in self.dirty:
+            store.put(prefix + key, encode(cache[key]))
         for key in self.deleted:
-            self.store.delete(self.prefix + key)
-        for sec, keys in index_add.items():
-            ikey = f"{self.meta}w:{sec}"
-            raw = self.store.get(ikey)
-            self.store.put(ikey, orjson.dumps((orjson.loads(raw) if raw else []) + keys))
-            minute = sec // 60
-            if minute not in self.dir:
-                self.dir.add(minute)
-                self._dir_changed = True
+            store.delete(prefix + key)
+        for sec in self.index_dirty:
+            listed = self.index.get(sec)
+            if listed is not None:
+                store.put(f"{self.meta}w:{sec}", encode(listed))
+        self.index_dirty.clear()
         if self._dir_changed:
-            self.store.put(self.meta + "dir", orjson.dumps(sorted(self.dir)))
+            store.put(self.meta + "dir", encode(sorted(self.dir)))
             self._dir_changed = False
         if self._swept_changed:
-            self.store.put(self.meta + "sw", orjson.dumps(self.swept))
+            store.put(self.meta + "sw", encode(self.swept))
             self._swept_changed = False
-        self.cache.clear()
         self.dirty.clear()
         self.deleted.clear()
+        if self.objects:
+            self.cache.clear()
+            self.index.clear()
+        elif len(cache) > self.cache_limit:
+            # Oldest loaded first: entities touched again (judged, rescheduled) are the
+            # likeliest to be touched soon, and usually were loaded later.
+            for key in list(islice(cache, len(cache) - self.cache_limit // 2)):
+                del cache[key]
+
+    def _index_get(self, sec: int) -> list[str] | None:
+        listed = self.index.get(sec)
+        if listed is None:
+            raw = self.store.get(f"{self.meta}w:{sec}")
+            if raw is not None:
+                listed = self.index[sec] = self._decode(raw)
+        return listed
 
     # ------------------------------------------------------------------ time
 
@@ -117,12 +169,13 @@ class EntityTable:
             lo = minute * 60 if start is None else max(minute * 60, start)
             hi = min(minute * 60 + 60, upto)
             for sec in range(lo, hi):
-                ikey = f"{self.meta}w:{sec}"
-                raw = self.store.get(ikey)
-                if raw is None:
+                listed = self._index_get(sec)
+                if listed is None:
                     continue
-                self.store.delete(ikey)
-                for key in orjson.loads(raw):
+                self.index.pop(sec, None)
+                self.index_dirty.discard(sec)
+                self.store.delete(f"{self.meta}w:{sec}")
+                for key in listed:
                     if key in seen:
                         continue
                     st = self.get(key)

@@ -19,7 +19,8 @@ _MS = timedelta(milliseconds=1)
 # The shape RFC 3339 allows (the same pattern as sighting.schema.json). fromisoformat alone
 # also takes ISO 8601 forms RFC 3339 refuses (basic format, comma fractions, "+0800", "+08").
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII)       # offsets as RFC 3339's time-numoffset: hours 00-23, minutes 00-59
 
 
 def _tz(offset_min: int) -> timezone:

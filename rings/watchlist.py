@@ -58,8 +58,30 @@ class RawWatchlist:
         self._on_invalid = on_invalid
         self._cache: dict[bytes, WatchEntry | None] = {}
         self._cache_size = cache_size
+        # Answers by key, absent ones included (most lookups are of unlisted subjects). Only
+        # valid while the owner calls `changed` for every key the mapping changes.
+        self._by_key: dict[str, WatchEntry | None] = {}
+        self._by_key_size = 4 * cache_size
+
+    def changed(self, key: str) -> None:
+        """The mapping changed this key: forget the answer kept for it."""
+        self._by_key.pop(key, None)
+
+    def forget(self) -> None:
+        self._by_key.clear()
 
     def get(self, key: str) -> WatchEntry | None:
+        try:
+            return self._by_key[key]
+        except KeyError:
+            pass
+        entry = self._lookup(key)
+        if len(self._by_key) >= self._by_key_size:
+            self._by_key.clear()
+        self._by_key[key] = entry
+        return entry
+
+    def _lookup(self, key: str) -> WatchEntry | None:
         raw = self._raw(key)
         if raw is None:
             return None
@@ -83,16 +105,21 @@ class RawWatchlist:
 
 def load_watchlist(path: str, sites: dict | None = None) -> Watchlist:
     """Load a JSONL watchlist file; a bad line is an error naming its line number."""
+    with open(path, "rb") as f:
+        return load_watchlist_lines(f, sites, path)
+
+
+def load_watchlist_lines(lines: Iterable[bytes], sites: dict | None = None,
+                         source: str = "<watchlist>") -> Watchlist:
     from .errors import SourceError
 
     wl = Watchlist()
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith(b"#"):
-                continue
-            try:
-                wl.put(decode_watch_entry(line, sites))
-            except InvalidRecord as e:
-                raise SourceError(f"invalid watchlist entry: {e}", path, n) from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        try:
+            wl.put(decode_watch_entry(line, sites))
+        except InvalidRecord as e:
+            raise SourceError(f"invalid watchlist entry: {e}", source, n) from None
     return wl

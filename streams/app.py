@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import faust
 import orjson
@@ -29,6 +29,7 @@ from rings.convoy import CoPass, PairStage, SiteStage
 from rings.detectors import Context
 from rings.engine import NO_TIME, Engine
 from rings.errors import InvalidRecord
+from rings.gctune import collect_now
 from rings.models import Alert, Sighting
 from rings.net import Net
 from rings.ruleset import RuleSet
@@ -36,6 +37,7 @@ from rings.timefmt import format_ts
 from rings.watchlist import RawWatchlist
 
 from .config import ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, WATCHLIST, KafkaSettings
+from .changelog import ChangelogWriter, PartitionKV
 from .envelope import Envelope, partition_for
 from .ingest import IngestService
 from .metrics import Metrics
@@ -61,36 +63,18 @@ class ExternalGlobalTable(faust.GlobalTable):
     leaves the worker waiting forever after "performing partition assignments".
     """
 
+    on_change: Callable[[bytes], None] | None = None
+
     def _changelog_topic_name(self) -> str:
         return self.changelog_topic.get_topic_name()
 
-
-class TableKV:
-    """The core's KV interface over a Faust table of raw bytes.
-
-    Reads and writes happen inside an agent, so Faust routes them to the RocksDB instance
-    and changelog partition of the envelope being processed. Entity keys are unique to their
-    partition by construction; bookkeeping keys (`~...`) are the same in every partition,
-    so they get the partition's prefix.
-    """
-
-    __slots__ = ("table", "prefix")
-
-    def __init__(self, table: Any, partition: int) -> None:
-        self.table = table
-        self.prefix = f"~{partition}"
-
-    def _k(self, key: str) -> bytes:
-        return (self.prefix + key if key[0] == "~" else key).encode()
-
-    def get(self, key: str) -> bytes | None:
-        return self.table.get(self._k(key))
-
-    def put(self, key: str, value: bytes) -> None:
-        self.table[self._k(key)] = value
-
-    def delete(self, key: str) -> None:
-        self.table.pop(self._k(key), None)
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Every update of a global table comes through here: tell the reader's cache."""
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        if self.on_change is not None:
+            for event in events:
+                self.on_change(event.message.key)
 
 
 def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions
@@ -158,10 +142,13 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         log.warning("ignoring an invalid watchlist entry: %s", err.reason)
 
     watchlist = RawWatchlist(lambda k: watch_table.get(k.encode()), net.sites, on_invalid)
+    watch_table.on_change = lambda k: watchlist.changed(k.decode(errors="replace")) \
+        if k is not None else None
     ctx = Context(net, watchlist)
 
     # Per partition: the stage objects and the clock of their upstream partitions. Rebuilt
     # after every rebalance, since a partition's state may have moved while it was away.
+    kvs: dict[tuple[str, int], PartitionKV] = {}
     subjects: dict[int, tuple[Engine, SourceClock]] = {}
     sites: dict[int, tuple[list[SiteStage], SourceClock]] = {}
     pairs: dict[int, tuple[dict[str, PairStage], SourceClock]] = {}
@@ -169,10 +156,19 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     @app.on_partitions_assigned.connect
     async def _reset(app: faust.App, assigned: Any, **kw: Any) -> None:
+        await changelog.drain_all()
+        kvs.clear()
+        watchlist.forget()
         subjects.clear()
         sites.clear()
         pairs.clear()
         sent_frontier.clear()
+
+    def kv_for(table: Any, p: int) -> PartitionKV:
+        kv = kvs.get((table.name, p))
+        if kv is None:
+            kv = kvs[(table.name, p)] = PartitionKV(table, p)
+        return kv
 
     async def emit(alerts: list[Alert], env: Envelope | None = None) -> None:
         if not alerts:
@@ -223,7 +219,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             async def agent(stream: Any) -> None:
                 async for event in stream.events():
                     p, off = event.message.partition, event.message.offset
-                    kv = TableKV(table, p)
+                    kv = kv_for(table, p)
                     raw_last = kv.get("~off")
                     last = int(raw_last) if raw_last is not None else None
                     if last is not None and off <= last:
@@ -235,6 +231,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                             await apply(p, raw)
                     await apply(p, event.value)
                     kv.put("~off", str(off).encode())
+                    # The envelope's state, and that it was applied, in one changelog batch.
+                    await changelog.flush(kv)
             agent.__name__ = name
             return app.agent(topic, name=name)(agent)
         return wrap
@@ -258,11 +256,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     @stage_agent(by_subject, "subjects", subject_state)
     async def on_subjects(p: int, env: Envelope) -> None:
         if p not in subjects:
-            kv = TableKV(subject_state, p)
+            kv = kv_for(subject_state, p)
             subjects[p] = (Engine(net, rules, watchlist, kv),
                            SourceClock(kv, "~src", opts.source_partitions))
         eng, clock = subjects[p]
         before = (eng.stats.duplicates, eng.stats.late)
+        metrics.stage_events.labels("subjects").inc(len(env.rows))
         alerts = eng.process([Sighting.from_row(r) for r in env.rows], None,
                              clock.update(env.src))
         metrics.duplicates.inc(eng.stats.duplicates - before[0])
@@ -275,11 +274,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         if not convoys:
             return
         if p not in sites:
-            kv = TableKV(site_state, p)
+            kv = kv_for(site_state, p)
             sites[p] = ([SiteStage(ctx, d, kv) for d in convoys],
                         SourceClock(kv, "~src", opts.source_partitions))
         stages, clock = sites[p]
         wm = clock.update(env.src)
+        metrics.stage_events.labels("sites").inc(len(env.rows))
         passes = [Sighting.from_row(r) for r in env.rows]
         out: dict[int, list[list[Any]]] = {}
         for stage in stages:
@@ -299,11 +299,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         if not convoys:
             return
         if p not in pairs:
-            kv = TableKV(pair_state, p)
+            kv = kv_for(pair_state, p)
             pairs[p] = ({d.rule_id: PairStage(ctx, d, kv, rules.version) for d in convoys},
                         SourceClock(kv, "~src", opts.partitions))
         stages, clock = pairs[p]
         wm = clock.update(env.src)
+        metrics.stage_events.labels("pairs").inc(len(env.rows))
         by_rule: dict[str, list[CoPass]] = {}
         for row in env.rows:
             by_rule.setdefault(row[0], []).append(CoPass.from_wire(row[1:]))
@@ -311,12 +312,20 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             await emit(stage.process(by_rule.get(rule_id, []), None, wm))
         show_watermark("pairs", (st for ss, _ in pairs.values() for st in ss.values()))
 
+    @app.timer(300.0)
+    async def _collect_garbage() -> None:
+        # The worker runs with rare full collections (rings.gctune); free cycles made by
+        # the framework every few minutes, between envelopes.
+        collect_now()
+
     @app.task
     async def _widen_producer_buffer() -> None:
         # Table writes are queued in Faust's producer buffer; its default of 100 messages
         # makes the agent stall and warn on every envelope that touches more subjects.
         app.producer.buffer.max_messages = 50_000
 
+    changelog = ChangelogWriter(settings)
+    app.service(changelog)
     ingest_ref: list[IngestService] = []
 
     @app.page("/ready")

@@ -29,6 +29,8 @@ from .envelope import Envelope, partition_for
 from .metrics import Metrics
 
 log = logging.getLogger("rings.ingest")
+TICK_S = 0.05           # seconds between envelopes that only carry event time
+COMMIT_S = 0.5          # seconds between commits of the sightings consumed
 
 
 class IngestService(Service):
@@ -51,6 +53,9 @@ class IngestService(Service):
         self.limits = limits
         self.wm = Watermark(lateness_ms)
         self._sent_wm = None
+        self._tick_at = 0.0
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committed_at = 0.0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.ingested = 0
@@ -72,6 +77,11 @@ class IngestService(Service):
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
+            if self._uncommitted:
+                try:
+                    await self.consumer.commit(dict(self._uncommitted))
+                except Exception:  # noqa: BLE001 - read again at the next start
+                    log.warning("could not commit the last ingested offsets")
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
@@ -155,7 +165,10 @@ class IngestService(Service):
         self.wm.assign(owned, now)
         wm = self.wm.value(now, await self._caught_up())
         src = {p: wm for p in owned}
-        tick = wm != self._sent_wm
+        # A tick tells every partition the time, rows or not. At most every TICK_S: at a
+        # steady load each fetch moves event time, and a tick per fetch flooded the stage
+        # agents with envelopes (each costs a Faust message and a changelog write).
+        tick = wm != self._sent_wm and now - self._tick_at >= TICK_S
         for topic, parts in outs.items():
             # On a tick every partition learns the time, with or without rows.
             for p in (range(self.partitions) if tick else list(parts)):
@@ -164,8 +177,15 @@ class IngestService(Service):
                 futures.append(await self.producer.send(topic, env.encode(), partition=p))
         if futures:
             await asyncio.gather(*futures)
-        self._sent_wm = wm
+        if tick:
+            self._sent_wm = wm
+            self._tick_at = now
         if wm != NO_TIME:
             self.metrics.watermark.set(wm / 1000)
-        if offsets:
-            await self.consumer.commit(offsets)
+        # Committed after the envelopes are acknowledged (at least once), at most every
+        # COMMIT_S: a commit per fetch was a broker round trip in line with every batch.
+        self._uncommitted.update(offsets)
+        if self._uncommitted and (now - self._committed_at >= COMMIT_S or self.should_stop):
+            await self.consumer.commit(dict(self._uncommitted))
+            self._uncommitted.clear()
+            self._committed_at = now

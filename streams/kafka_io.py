@@ -74,6 +74,19 @@ async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None
         await admin.close()
 
 
+async def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
+    """Delete these topics (full names) where they exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        gone = [n for n in names if n in existing]
+        if gone:
+            await admin.delete_topics(gone)
+    finally:
+        await admin.close()
+
+
 async def topic_partitions(settings: KafkaSettings, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
     await admin.start()

@@ -37,6 +37,10 @@ class Metrics:
             "Lowest event-time watermark over this worker's partitions of a stage (subjects, "
             "sites, pairs): ordered rules have judged everything before it.",
             ["stage"], registry=r)
+        self.stage_events = Counter(
+            "rings_stage_events_total",
+            "Items a stage of this worker has taken in (sightings for subjects and sites, "
+            "co-passes for pairs), repeats included.", ["stage"], registry=r)
         self.watchlist_invalid = Counter("rings_watchlist_invalid_total",
                                          "Watchlist entries ignored because they are invalid.",
                                          ["reason"], registry=r)

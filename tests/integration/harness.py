@@ -147,6 +147,17 @@ class Kafka:
             return f"{s['type']}:{s['id']}".encode()
         self.send(topic, [(key(o), orjson.dumps(o)) for o in objs])
 
+    def topics(self) -> list[str]:
+        """Every topic on the broker (not only this test's)."""
+        async def go() -> list[str]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+            await admin.start()
+            try:
+                return list(await admin.list_topics())
+            finally:
+                await admin.close()
+        return asyncio.run(go())
+
     # ------------------------------------------------------------------ consume
 
     def read_all(self, topic: str, timeout: float = 5.0) -> list[Any]:

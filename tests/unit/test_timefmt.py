@@ -89,6 +89,7 @@ def test_parse_matches_datetime_arithmetic(dt, offset):
     "2026-11-29T24:00:00Z",
     "2026-11-29T08:60:00Z",
     "2026-11-29T08:30:00+24:00",
+    "2026-11-29T08:30:00+08:60",               # offset minutes beyond 59 (hypothesis found)
     " 2026-11-29T08:30:00Z",
     "2026-11-29T08:30:00Z ",
     "2026-11-29T08:30:00Z\n",

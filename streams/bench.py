@@ -1,0 +1,488 @@
+"""`rings bench`: how many sightings per second, how late an alert, side by side with peers.
+
+One run, one topic of simulated traffic over the sample net, and on it:
+
+- the transport ceiling (raw aiokafka consume + JSON decode), the framework ceiling (a bare
+  Faust agent with default settings) and the strongest Python peer (Quix Streams counting
+  per subject in RocksDB with a changelog): `streams.bench_peers`;
+- `engine_eps`: the real worker (`rings worker`, a subprocess on a fresh topic prefix and
+  data directory), every default rule, RocksDB state, alerts produced; timed from its first
+  ingested sighting until its subject and site stages have taken in every sighting;
+- `core_eps`: the detector core alone, as replay runs it, on the same sightings decoded in
+  advance (`replay_eps` adds decoding);
+- `alert_latency_ms`: the same worker, offered fresh traffic at a steady rate (2,000/s by
+  default), a share of it watchlisted: from just before each sighting is produced to the
+  receipt of its watchlist-hit alert on `alerts`;
+- `rss_mb`: the worker's peak resident memory (VmHWM).
+
+Rates are medians where a figure is measured more than once; the machine is shared and
+noisy, so ratios say more than absolute numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from rings.clock import Watermark
+from rings.decode import Limits, decode_sightings
+from rings.gctune import tune_for_throughput
+from rings.net import Net
+from rings.pipeline import Pipeline
+from rings.ruleset import RuleSet
+from rings.sim import SimConfig, Simulator
+from rings.timefmt import format_ts
+from rings.watchlist import load_watchlist_lines
+
+from .config import ALERTS, SIGHTINGS, WATCHLIST, KafkaSettings
+from .errors import StreamsError
+from .kafka_io import (delete_topics, ensure_topics, publish_lines, subject_key_of,
+                       wait_for_broker)
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_KAFKA = REPO / "deploy" / "local-kafka"
+
+TARGETS = {"core_eps": 100_000, "alert_latency_p99_ms": 50}
+
+
+class BenchError(StreamsError):
+    """A benchmark step failed (a child process, a deadline)."""
+
+
+@dataclass(slots=True)
+class BenchConfig:
+    events: int = 200_000
+    partitions: int = 4
+    rate: float = 200.0                 # sightings per second of event time (simulated)
+    latency_rate: float = 2000.0        # offered load of the latency phase, per second
+    latency_seconds: float | None = None  # default: 20 s, less for small runs
+    latency_listed_share: float = 0.02
+    seed: int = 1
+    peers: bool = True
+    timeout: float = 600.0
+    core_runs: int = 3
+
+
+@dataclass(slots=True)
+class Traffic:
+    lines: list[bytes]
+    watchlist: list[bytes]
+    subjects: int
+    vehicles: int
+    end_ms: int                          # event time just after the last sighting
+
+
+@dataclass
+class Progress:
+    say: Callable[[str], None] = field(default=lambda msg: None)
+
+
+# ---------------------------------------------------------------------------- traffic
+
+def make_traffic(net: Net, events: int, rate: float, seed: int, start_ms: int,
+                 listed_share: float | None = None) -> Traffic:
+    """Simulated sightings (JSON lines, event-time order) and their watchlist. At the default
+    rate nearly every sighting is of a subject not seen before in the run, the hard case for
+    state: 200,000 sightings hold ~190,000 distinct subjects.
+
+    `listed_share`: instead of the simulator's watchlist (a share of its whole population,
+    millions at high rates), list about this share of the subjects the traffic shows, so
+    that as many sightings raise a watchlist-hit (the latency phase times those)."""
+    cfg = SimConfig(rate=rate, duration_s=events / rate * 1.1 + 1, seed=seed,
+                    start=format_ts(start_ms, 480))
+    sim = Simulator(net, cfg)
+    lines: list[bytes] = []
+    subjects: set[tuple[str, str]] = set()
+    vehicles = 0
+    last = start_ms
+    for rec in sim.sightings():
+        lines.append(orjson.dumps(rec))
+        s = rec["subject"]
+        subjects.add((s["type"], s["id"]))
+        vehicles += s["type"] == "vehicle"
+        if len(lines) >= events:
+            break
+    if lines:
+        from rings.timefmt import parse_ts
+        last = parse_ts(orjson.loads(lines[-1])["ts"])[0]
+    if listed_share is None:
+        watchlist = [orjson.dumps(e) for e in sim.watchlist()]
+    else:
+        step = max(1, round(1 / listed_share))
+        watchlist = [orjson.dumps({"subject": {"type": t, "id": i}, "list": "wanted",
+                                   "severity": "high", "reason": "bench"})
+                     for n, (t, i) in enumerate(sorted(subjects)) if n % step == 0]
+    return Traffic(lines, watchlist, len(subjects), vehicles, last + 1)
+
+
+# ---------------------------------------------------------------------------- core
+
+def core_rates(net: Net, rules: RuleSet, traffic: Traffic, runs: int) -> dict[str, float]:
+    """The core as replay runs it (batches of 1000, replay's watermark, in-memory state):
+    `core_eps` on sightings decoded in advance, `decode_eps` for the decoding alone."""
+    wl = load_watchlist_lines(traffic.watchlist, net.sites)
+    tune_for_throughput()
+    t0 = time.perf_counter()
+    ok, _ = decode_sightings(traffic.lines, net.sites, Limits())
+    decode_s = time.perf_counter() - t0
+    sightings = [s for _, s in ok]
+    times = []
+    for _ in range(runs):
+        pipe = Pipeline(net, rules, wl)
+        wm = Watermark(rules.lateness_ms, idle_s=float("inf"))
+        t0 = time.perf_counter()
+        for i in range(0, len(sightings), 1000):
+            batch = sightings[i:i + 1000]
+            before = wm.value()
+            for s in batch:
+                wm.observe(0, s.ts)
+            pipe.process(batch, before, wm.value())
+        times.append(time.perf_counter() - t0)
+    core_s = statistics.median(times)
+    n = len(sightings)
+    return {"core_eps": n / core_s, "decode_eps": len(traffic.lines) / decode_s,
+            "replay_eps": n / (core_s + decode_s)}
+
+
+# ---------------------------------------------------------------------------- broker
+
+def ensure_broker(settings: KafkaSettings, explicit: bool, say: Callable[[str], None]) -> None:
+    """Use the broker given; with none given and none answering, start the local one."""
+    try:
+        asyncio.run(wait_for_broker(settings, 3.0 if not explicit else 30.0))
+        return
+    except StreamsError:
+        if explicit or not LOCAL_KAFKA.exists():
+            raise
+    say(f"no broker at {settings.broker}: starting the local one ({LOCAL_KAFKA})")
+    subprocess.run([str(LOCAL_KAFKA), "up"], check=True, stdout=subprocess.DEVNULL)
+    asyncio.run(wait_for_broker(settings, 60.0))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------- worker
+
+class WorkerProcess:
+    """`rings worker` on its own topic prefix, data directory and web port."""
+
+    def __init__(self, settings: KafkaSettings, partitions: int, data_dir: str) -> None:
+        self.port = free_port()
+        self.log = open(os.path.join(data_dir, "worker.log"), "wb")
+        env = {**os.environ, "RINGS_BROKER": settings.broker,
+               "RINGS_TOPIC_PREFIX": settings.prefix, "RINGS_LOGLEVEL": "warning"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rings.cli", "worker", "--web-port", str(self.port),
+             "--partitions", str(partitions), "--data-dir", os.path.join(data_dir, "state")],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.data_dir = data_dir
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's counters as {"name{labels}": value}; {} while it is not serving."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                        timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def total(self, m: dict[str, float], name: str, **labels: str) -> float:
+        want = [f'{k}="{v}"' for k, v in labels.items()]
+        return sum(v for k, v in m.items() if (k == name or k.startswith(name + "{"))
+                   and all(w in k for w in want))
+
+    def alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"the worker exited ({self.proc.returncode}); its log: "
+                             f"{self.tail()}")
+
+    def tail(self, n: int = 2000) -> str:
+        self.log.flush()
+        with open(self.log.name, "rb") as f:
+            return f.read()[-n:].decode(errors="replace")
+
+    def peak_rss_mb(self) -> float:
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 15)
+                self.proc.wait(timeout=20)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+
+def wait_until(pred: Callable[[], bool], deadline: float, what: str,
+               check: Callable[[], None] = lambda: None, every: float = 0.05) -> float:
+    while True:
+        check()
+        if pred():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def engine_rate(worker: WorkerProcess, traffic: Traffic, deadline: float) -> dict[str, float]:
+    """Sightings per second through the worker's subject and site stages (the pair stage
+    follows event time and sees only co-passes: a few per thousand sightings)."""
+    n = len(traffic.lines)
+    state: dict[str, float] = {}
+
+    def started() -> bool:
+        m = worker.metrics()
+        return worker.total(m, "rings_sightings_total") > 0
+
+    def done() -> bool:
+        m = worker.metrics()
+        state["subjects"] = worker.total(m, "rings_stage_events_total", stage="subjects")
+        state["sites"] = worker.total(m, "rings_stage_events_total", stage="sites")
+        return state["subjects"] >= n and state["sites"] >= traffic.vehicles
+
+    t0 = wait_until(started, deadline, "the worker's first sighting", worker.alive, 0.01)
+    t1 = wait_until(done, deadline, "the worker to take in every sighting", worker.alive)
+    return {"engine_eps": n / max(1e-9, t1 - t0), "engine_seconds": t1 - t0}
+
+
+def settle(worker: WorkerProcess, deadline: float, quiet_s: float = 2.0) -> None:
+    """Wait until the worker's stages have taken nothing in for `quiet_s`: the latency
+    phase must not queue behind the throughput phase's tail."""
+    last: dict[str, float] = {}
+    since = time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        worker.alive()
+        if time.monotonic() > deadline:
+            raise BenchError("timed out waiting for the worker to settle")
+        m = {k: v for k, v in worker.metrics().items()
+             if k.startswith("rings_stage_events_total")}
+        if m != last:
+            last, since = m, time.monotonic()
+        time.sleep(0.2)
+
+
+async def latency_phase(settings: KafkaSettings, traffic: Traffic, rate: float,
+                        seconds: float) -> dict[str, Any]:
+    """Offer `traffic` at `rate`/s (ticks of 10 ms) and time each watchlist-hit alert from
+    just before its sighting was produced to its receipt."""
+    sent_at: dict[str, float] = {}
+    got: list[float] = []
+    consumer = AIOKafkaConsumer(settings.topic(ALERTS), bootstrap_servers=settings.broker,
+                                auto_offset_reset="latest", enable_auto_commit=False,
+                                group_id=None, **settings.client_options)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker, linger_ms=0,
+                                **settings.client_options)
+    await consumer.start()
+    await producer.start()
+    # Make sure the consumer has its position before anything is sent.
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    stop = asyncio.Event()
+
+    async def receive() -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.monotonic()
+            for msgs in batch.values():
+                for m in msgs:
+                    a = orjson.loads(m.value)
+                    if a.get("rule") == "watchlist-hit":
+                        t = sent_at.get(a["evidence"][-1])
+                        if t is not None:
+                            got.append((now - t) * 1000)
+
+    receiver = asyncio.create_task(receive())
+    topic = settings.topic(SIGHTINGS)
+    total = min(len(traffic.lines), int(rate * seconds))
+    tick = 0.01
+    per_tick = rate * tick
+    t0 = time.monotonic()
+    sent = 0
+    try:
+        while sent < total:
+            due = min(total, int((time.monotonic() - t0) / tick * per_tick + per_tick))
+            while sent < due:
+                line = traffic.lines[sent]
+                sid = orjson.loads(line)["id"]
+                sent_at[sid] = time.monotonic()
+                await producer.send(topic, line, key=subject_key_of(line))
+                sent += 1
+            await asyncio.sleep(max(0.0, t0 + (sent / per_tick) * tick - time.monotonic()))
+        offered = sent / (time.monotonic() - t0)
+        await producer.flush()
+        await asyncio.sleep(2.0)        # the last alerts, well within any sane latency
+    finally:
+        stop.set()
+        await receiver
+        await producer.stop()
+        await consumer.stop()
+    q = sorted(got)
+
+    def pct(p: float) -> float | None:
+        return round(q[min(len(q) - 1, int(p / 100 * len(q)))], 2) if q else None
+
+    return {"p50": pct(50), "p95": pct(95), "p99": pct(99), "max": round(q[-1], 2) if q else
+            None, "alerts": len(q), "offered_eps": round(offered), "sightings": sent}
+
+
+# ---------------------------------------------------------------------------- run
+
+def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfig,
+              explicit_broker: bool, say: Callable[[str], None] = lambda m: None
+              ) -> dict[str, Any]:
+    deadline = time.monotonic() + cfg.timeout
+    ensure_broker(settings, explicit_broker, say)
+    run_id = f"bench-{int(time.time())}-{os.getpid()}-"
+    bs = KafkaSettings(settings.broker, settings.prefix + run_id, settings.client_options)
+    lat_s = cfg.latency_seconds if cfg.latency_seconds is not None else \
+        max(3.0, min(20.0, cfg.events / cfg.latency_rate / 2))
+    now_ms = int(time.time() * 1000)
+    say(f"simulating {cfg.events:,} sightings (and {int(lat_s * cfg.latency_rate):,} for "
+        "the latency phase)")
+    span_ms = int(cfg.events / cfg.rate * 1000)
+    traffic = make_traffic(net, cfg.events, cfg.rate, cfg.seed, now_ms - span_ms - 600_000)
+    live = make_traffic(net, int(lat_s * cfg.latency_rate) + 1, cfg.latency_rate,
+                        cfg.seed + 1, max(traffic.end_ms, now_ms),
+                        cfg.latency_listed_share)
+    result: dict[str, Any] = {"events": len(traffic.lines), "subjects": traffic.subjects,
+                              "partitions": cfg.partitions, "cpus": os.cpu_count()}
+
+    say("core: the detector core alone, as replay runs it")
+    result.update({k: round(v) for k, v in core_rates(net, rules, traffic,
+                                                        cfg.core_runs).items()})
+
+    from .worker import topic_specs
+    asyncio.run(ensure_topics(bs, topic_specs(cfg.partitions)))
+    say(f"publishing to {bs.topic(SIGHTINGS)} ({cfg.partitions} partitions)")
+    asyncio.run(publish_lines(bs, WATCHLIST, traffic.watchlist + live.watchlist))
+    asyncio.run(publish_lines(bs, SIGHTINGS, traffic.lines))
+
+    if cfg.peers:
+        from . import bench_peers as peers
+        topic = SIGHTINGS           # bench_peers adds the prefix, as kafka_io does
+        n = len(traffic.lines)
+        say("aiokafka: raw consume + decode")
+        result["aiokafka_eps"] = round(peers.aiokafka_eps(bs, topic, n))
+        say("faust: a bare agent with default settings")
+        result["faust_baseline_eps"] = round(peers.faust_baseline_eps(bs, topic, n))
+        say("quix streams: a per-subject count in RocksDB with changelog")
+        result["peer_eps"] = round(peers.quix_count_eps(bs, topic, n))
+
+    tmp = tempfile.mkdtemp(prefix="rings-bench-")
+    worker = WorkerProcess(bs, cfg.partitions, tmp)
+    try:
+        say("engine: the worker, every default rule")
+        result.update({k: round(v, 2) if k.endswith("seconds") else round(v)
+                       for k, v in engine_rate(worker, traffic, deadline).items()})
+        say("waiting for the worker to settle (pair stage, changelogs)")
+        settle(worker, deadline)
+        say(f"latency: {cfg.latency_rate:,.0f} sightings/s for {lat_s:.0f} s")
+        result["alert_latency_ms"] = asyncio.run(latency_phase(bs, live, cfg.latency_rate,
+                                                               lat_s))
+        worker.alive()
+        m = worker.metrics()
+        result["alerts"] = int(worker.total(m, "rings_alerts_total"))
+        result["rss_mb"] = round(worker.peak_rss_mb())
+    finally:
+        worker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        asyncio.run(drop_topics(bs))
+    result["ratios"] = ratios(result)
+    result["targets"] = targets(result)
+    return result
+
+
+async def drop_topics(bs: KafkaSettings) -> None:
+    """Remove every topic of this run (its prefix is unique to it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs.broker, **bs.client_options)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(bs.prefix)]
+    finally:
+        await admin.close()
+    await delete_topics(bs, names)
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for a, b in (("engine_eps", "peer_eps"), ("engine_eps", "faust_baseline_eps"),
+                 ("peer_eps", "faust_baseline_eps"), ("core_eps", "engine_eps"),
+                 ("aiokafka_eps", "engine_eps")):
+        if r.get(a) and r.get(b):
+            out[f"{a.removesuffix('_eps')}/{b.removesuffix('_eps')}"] = round(r[a] / r[b], 2)
+    return out
+
+
+def targets(r: dict[str, Any]) -> dict[str, bool | None]:
+    lat = (r.get("alert_latency_ms") or {}).get("p99")
+    def vs(a: str, b: str, k: float = 1.0) -> bool | None:
+        return None if not (r.get(a) and r.get(b)) else r[a] >= k * r[b]
+    return {
+        "engine_eps >= peer_eps": vs("engine_eps", "peer_eps"),
+        "engine_eps >= 2 x faust_baseline_eps": vs("engine_eps", "faust_baseline_eps", 2.0),
+        "core_eps >= 100000": r.get("core_eps", 0) >= TARGETS["core_eps"],
+        "alert p99 <= 50 ms": None if lat is None else lat <= TARGETS["alert_latency_p99_ms"],
+    }
+
+
+def render(r: dict[str, Any]) -> str:
+    """The readable table: each rate, and how it compares."""
+    rows = [("aiokafka_eps", "raw aiokafka consume + JSON decode (transport ceiling)"),
+            ("faust_baseline_eps", "bare Faust agent, default settings (framework ceiling)"),
+            ("peer_eps", "Quix Streams, per-subject count in RocksDB + changelog"),
+            ("engine_eps", "rings worker, every default rule, RocksDB, alerts"),
+            ("core_eps", "rings core alone (replay path), decoded sightings"),
+            ("replay_eps", "rings replay: decode + core")]
+    lines = [f"rings bench: {r['events']:,} sightings, {r['subjects']:,} distinct subjects, "
+             f"{r['partitions']} partitions, {r['cpus']} CPUs", ""]
+    for key, what in rows:
+        if key in r:
+            lines.append(f"  {key:<20} {r[key]:>10,} /s   {what}")
+    lat = r.get("alert_latency_ms") or {}
+    if lat:
+        lines += ["", f"  alert latency at {lat.get('offered_eps', 0):,}/s offered "
+                  f"({lat.get('alerts', 0)} watchlist-hits): p50 {lat.get('p50')} ms, "
+                  f"p95 {lat.get('p95')} ms, p99 {lat.get('p99')} ms, max {lat.get('max')} ms"]
+    if "rss_mb" in r:
+        lines.append(f"  worker peak memory (VmHWM): {r['rss_mb']} MB")
+    if r.get("ratios"):
+        lines += ["", "  ratios: " + ", ".join(f"{k} {v}x" for k, v in r["ratios"].items())]
+    if r.get("targets"):
+        lines += ["", "  targets:"]
+        for k, v in r["targets"].items():
+            lines.append(f"    {'met   ' if v else 'MISSED' if v is False else 'n/a   '} {k}")
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""`rings bench` as CI runs it: a small run on the real broker, checked for its shape.
+
+Benchmarks are not timed tests: nothing here judges a figure, only that every measurement
+was made and is plausible, so that a broken step (a peer that never ran, a worker that
+raised no alert) fails here rather than in a release note."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+
+from .harness import ROOT, Kafka
+
+RATES = ("aiokafka_eps", "faust_baseline_eps", "peer_eps", "engine_eps", "core_eps",
+         "replay_eps", "decode_eps")
+
+
+def test_bench_reports_every_figure(kafka: Kafka) -> None:
+    env = {**os.environ, "RINGS_BROKER": kafka.broker, "RINGS_TOPIC_PREFIX": kafka.prefix}
+    r = subprocess.run([sys.executable, "-m", "rings.cli", "bench", "--events", "20000",
+                        "--json"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=600)
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    out = orjson.loads(r.stdout)
+    assert out["events"] == 20000
+    assert 15000 < out["subjects"] <= 20000          # nearly every sighting a new subject
+    for key in RATES:
+        assert isinstance(out[key], int) and out[key] > 0, (key, out.get(key))
+    # The transport ceiling is above what anything built on it does.
+    assert out["aiokafka_eps"] > out["engine_eps"]
+    lat = out["alert_latency_ms"]
+    assert lat["alerts"] > 50 and lat["sightings"] > 0
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert out["alerts"] >= lat["alerts"]
+    assert out["rss_mb"] > 50
+    assert set(out["targets"]) == {"engine_eps >= peer_eps",
+                                   "engine_eps >= 2 x faust_baseline_eps",
+                                   "core_eps >= 100000", "alert p99 <= 50 ms"}
+    assert all(isinstance(v, bool) for v in out["targets"].values())
+    assert out["ratios"]["engine/peer"] == round(out["engine_eps"] / out["peer_eps"], 2)
+    # The run removes its topics from the broker.
+    left = [t for t in kafka.topics() if t.startswith(kafka.prefix + "bench-")]
+    assert left == [], left
