@@ -7,8 +7,9 @@ stage (partitioned by subject) cannot see. Two more stages do it:
 
 - SiteStage, per site: in event-time order, each vehicle pass is paired with the passes of
   the `gap` before it; a pair becomes a *co-pass* when one of the two vehicles is
-  watchlisted (or always, with `all_pairs`). State: the site's last `gap` of passes, and
-  apart those of watchlisted vehicles (an unlisted pass pairs only with them).
+  watchlisted (or always, with `all_pairs`). State: the site's passes of the last `gap`
+  and `lateness`, in time buckets, and apart those of watchlisted vehicles (an unlisted
+  pass pairs only with them).
 - PairStage, per pair of vehicles: in event-time order, the co-passes of the last `window`;
   at `sites` distinct sites the pair alerts, then rests for `window`. State: the pair's
   co-passes of the last `window`.
@@ -21,7 +22,7 @@ all site partitions, so it never judges a pair before every co-pass of that time
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import insort
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from .detectors.convoy import Convoy
 from .detectors.describe import minutes, who
 from .models import Alert, Sighting, Subject
 from .schedule import NO_TIME
-from .stage import Stage
+from .stage import Stage, _ts_id
 from .state import KV
 
 
@@ -59,92 +60,146 @@ class CoPass:
 
 
 class SiteStage(Stage[Sighting, CoPass]):
+    """Co-passes per site, with the site's passes kept in time buckets.
+
+    A busy site sees dozens of vehicles a second; its last `gap` and `lateness` of passes
+    are thousands of rows. Kept as one entity, every envelope rewrote them all (to RocksDB
+    and to the changelog: tens of MB/s at city rates). So each site's passes live in
+    bucket entities `<site>#<n>` of BUCKET_MS each, and only buckets that changed are
+    written. A bucket's rows are sorted by (ts, id); the judged ones are a prefix (`j`),
+    since a pass arriving after the watermark sorts after every judged one, and a pass
+    before it is late. The site's own entity holds only `hot`: its judged passes of the
+    last `gap` whose vehicle was listed, the only partners of an unlisted pass.
+
+    Row: [ts, id, vehicle key, tz, listed-then] (listed-then: [severity, list] or None,
+    set when the pass is judged).
+    """
+
+    BUCKET_MS = 5_000
+
     def __init__(self, ctx: Context, rule: Convoy, store: KV) -> None:
         super().__init__(store, f"t:{rule.rule_id}:")
         self.ctx = ctx
         self.rule = rule
         self.gap = rule.p["gap"]
+        self._over: list[str] = []          # entities over, forgotten after the sweep
 
     def _arrive(self, s: Sighting, wm: int, out: list[CoPass]) -> None:
         if s.subject.type != "vehicle":
             return
-        st = self.table.get(s.site) or {}
         if s.ts < wm:
             self.stats.late += 1
             return
-        # A duplicate is queued too; judging finds it next to its twin and skips it.
+        key = f"{s.site}#{s.ts // self.BUCKET_MS}"
+        st = self.table.get(key)
+        if st is None:
+            st = {"r": [], "j": 0}
+        rows = st["r"]
+        if any(r[1] == s.id and r[0] == s.ts for r in rows):
+            self.stats.duplicates += 1
+            return
         self.stats.processed += 1
-        self.enqueue(st, [s.ts, s.id, s.subject.key, s.tz])
-        self._reschedule(s.site, st)
+        row = [s.ts, s.id, s.subject.key, s.tz, None]
+        if rows and (row[0], row[1]) < (rows[-1][0], rows[-1][1]):
+            insort(rows, row, key=_ts_id)
+        else:
+            rows.append(row)
+        self._reschedule(key, st)
 
-    def _judge(self, site: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:
-        q = st.get("q") or []
-        # Judged passes of the last `gap`, oldest first: [ts, id, key, tz, listed-then];
-        # `hot` holds those whose vehicle was listed, the only partners of an unlisted pass.
-        rec: list[list[Any]] = st.get("rec") or []
-        hot: list[list[Any]] = st.get("hot") or []
+    def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:
+        site, sep, _ = key.partition("#")
+        if not sep:
+            return                          # the site's entity: `hot` is pruned below
+        rows = st["r"]
+        j = st["j"]
+        if j >= len(rows) or rows[j][0] >= limit:
+            return
+        main = self.table.get(site) or {}
+        hot: list[list[Any]] = main.get("hot") or []
+        hot_before = len(hot), (hot[0][1] if hot else None)
         all_pairs = self.rule.p["all_pairs"]
         gap = self.gap
-        n = 0
-        for row in q:
-            if row[0] >= limit:
-                break
-            n += 1
-            ts, sid, key, tz = row
-            if rec and ts <= rec[-1][0] and self._judged(rec, ts, sid):
-                self.stats.duplicates += 1      # its twin was judged (now or before)
-                self.stats.processed -= 1
-                continue
-            old = 0
-            while old < len(rec) and ts - rec[old][0] > gap:
-                old += 1
-            if old:
-                del rec[:old]
-                while hot and ts - hot[0][0] > gap:
-                    hot.pop(0)
-            mine = self._listed(key, ts)
-            for r in (rec if mine is not None or all_pairs else hot):
-                if r[2] == key:
+        while j < len(rows) and rows[j][0] < limit:
+            row = rows[j]
+            ts, sid, vkey, tz, _ = row
+            j += 1
+            while hot and ts - hot[0][0] > gap:
+                hot.pop(0)
+            mine = self._listed(vkey, ts)
+            row[4] = mine
+            partners = self._recent(site, ts, row) if mine is not None or all_pairs \
+                else hot
+            for r in partners:
+                if r[2] == vkey:
                     continue
                 theirs = r[4]
-                if key < r[2]:
-                    cp = CoPass(key, r[2], site, ts, tz, (r[1], sid), mine, theirs)
+                if vkey < r[2]:
+                    cp = CoPass(vkey, r[2], site, ts, tz, (r[1], sid), mine, theirs)
                 else:
-                    cp = CoPass(r[2], key, site, ts, tz, (r[1], sid), theirs, mine)
+                    cp = CoPass(r[2], vkey, site, ts, tz, (r[1], sid), theirs, mine)
                 out.append(cp)
-            r = [ts, sid, key, tz, mine]
-            rec.append(r)
             if mine is not None:
-                hot.append(r)
-        del q[:n]
-        st["rec"] = rec
-        if hot:
-            st["hot"] = hot
-        else:
-            st.pop("hot", None)
-        if not q:
-            st.pop("q", None)
+                hot.append(row)
+        st["j"] = j
+        if (len(hot), hot[0][1] if hot else None) != hot_before:
+            self._keep_hot(site, main, hot)
 
-    @staticmethod
-    def _judged(rec: list[list[Any]], ts: int, sid: str) -> bool:
-        """Whether pass `sid` at `ts` is among the judged passes (a twin has the same ts)."""
-        i = bisect_left(rec, ts, key=lambda r: r[0])
-        while i < len(rec) and rec[i][0] == ts:
-            if rec[i][1] == sid:
-                return True
-            i += 1
-        return False
+    def _keep_hot(self, site: str, main: dict[str, Any], hot: list[list[Any]]) -> None:
+        if hot:
+            main["hot"] = hot
+            self._reschedule(site, main)
+        elif main:
+            self.table.delete(site)
+
+    def _reschedule(self, key: str, st: dict[str, Any], now: int | None = None) -> None:
+        # Within a sweep a bucket (or the site's `hot`) may still be the context of passes
+        # judged later in the same sweep: what is over is forgotten after it.
+        if now is not None and self._next_action(st) < now:
+            self._over.append(key)
+            return
+        super()._reschedule(key, st, now)
+
+    def _after_sweep(self, limit: int) -> None:
+        for key in self._over:
+            st = self.table.get(key)
+            if st is None:
+                continue
+            if "#" in key:
+                self.table.delete(key)
+                self.stats.expired += 1
+            else:   # passes from `limit` on need the listed ones of the gap before it
+                hot = [h for h in st.get("hot") or () if h[0] >= limit - self.gap]
+                self._keep_hot(key, st, hot)
+        self._over.clear()
+
+    def _recent(self, site: str, ts: int, row: list[Any]) -> list[list[Any]]:
+        """The site's passes of the `gap` before `row` (ties: those sorting before it)."""
+        out: list[list[Any]] = []
+        b = self.BUCKET_MS
+        for n in range((ts - self.gap) // b, ts // b + 1):
+            bucket = self.table.get(f"{site}#{n}")
+            if bucket is None:
+                continue
+            for r in bucket["r"]:
+                if r is row or (r[0], r[1]) >= (ts, row[1]):
+                    break
+                if ts - r[0] <= self.gap:
+                    out.append(r)
+        return out
 
     def _listed(self, key: str, ts: int) -> list[str] | None:
         e = self.ctx.listed(key, ts)
         return [e.severity, e.list] if e is not None else None
 
     def _next_action(self, st: dict[str, Any]) -> int:
-        q = st.get("q")
-        if q:
-            return q[0][0]
-        rec = st.get("rec")
-        return (rec[-1][0] if rec else NO_TIME) + self.gap      # rec is in time order
+        hot = st.get("hot")
+        if hot is not None:                 # the site's entity: until its first goes
+            return hot[0][0] + self.gap
+        rows, j = st["r"], st["j"]
+        if j < len(rows):
+            return rows[j][0]               # the first unjudged pass
+        # Judged: a partner for the passes of the next `gap`, then gone.
+        return rows[-1][0] + self.gap if rows else NO_TIME
 
 
 class PairStage(Stage[CoPass, Alert]):

@@ -83,6 +83,7 @@ class Stage(Generic[T, O]):
             assert st is not None
             self._judge(key, st, limit, out)
             self._reschedule(key, st, limit)
+        self._after_sweep(limit)
         self.table.commit()
         return out
 
@@ -112,6 +113,10 @@ class Stage(Generic[T, O]):
             q.append(row)
 
     # hooks ------------------------------------------------------------------
+
+    def _after_sweep(self, limit: int) -> None:
+        """Everything before `limit` is judged (a stage whose entities serve each other as
+        context forgets them only now)."""
 
     def _arrive(self, item: T, watermark: int, out: list[O]) -> None:
         raise NotImplementedError
