@@ -247,7 +247,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.events < 1000:
         _die("--events must be at least 1000")
     net, rules = _load(args)
-    cfg = BenchConfig(events=args.events, partitions=args.partitions,
+    cfg = BenchConfig(events=args.events, partitions=args.partitions, rate=args.rate,
                       latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
                       peers=not args.no_peers, timeout=args.timeout)
 
@@ -376,6 +376,9 @@ def parser() -> argparse.ArgumentParser:
                    help="sightings of simulated traffic (default 200,000: ~190,000 subjects)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--rate", type=float, default=200.0,
+                   help="sightings per second of simulated event time (lower: the traffic "
+                        "spans more event time, and state expires during the run)")
     p.add_argument("--latency-rate", type=float, default=2000.0,
                    help="offered sightings per second in the latency phase")
     p.add_argument("--latency-seconds", type=float, default=None,

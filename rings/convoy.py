@@ -95,9 +95,12 @@ class SiteStage(Stage[Sighting, CoPass]):
         if st is None:
             st = {"r": [], "j": 0}
         rows = st["r"]
-        if any(r[1] == s.id and r[0] == s.ts for r in rows):
-            self.stats.duplicates += 1
-            return
+        i = len(rows) - 1                   # a twin has the same ts: look only there
+        while i >= 0 and rows[i][0] >= s.ts:
+            if rows[i][0] == s.ts and rows[i][1] == s.id:
+                self.stats.duplicates += 1
+                return
+            i -= 1
         self.stats.processed += 1
         row = [s.ts, s.id, s.subject.key, s.tz, None]
         if rows and (row[0], row[1]) < (rows[-1][0], rows[-1][1]):

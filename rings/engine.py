@@ -81,13 +81,16 @@ class Engine(Stage[Sighting, Alert]):
         arrival = self._arrival_for.get(subject.type, self.arrival)
         if arrival:
             n0 = len(out)
-            r = st.get("r")
-            if r is None:
-                r = st["r"] = {}
             for d in arrival:
-                rs = r.get(d.rule_id)
-                if rs is None:
-                    rs = r[d.rule_id] = {}
+                if d.stateless:
+                    rs = None
+                else:
+                    r = st.get("r")
+                    if r is None:
+                        r = st["r"] = {}
+                    rs = r.get(d.rule_id)
+                    if rs is None:
+                        rs = r[d.rule_id] = {}
                 found = d.on_arrival(s, self.ctx, rs, wm)
                 if found:
                     out.extend(found)

@@ -54,6 +54,15 @@ class WorkerOptions:
     web_host: str = "127.0.0.1"
 
 
+# Per partition of a state table. Faust's defaults (64 MB write buffers, three of them, and a
+# 2 GB block cache) are sized for one big table; a worker has three tables times their
+# partitions, and state is written once per entity per envelope and read mostly from the
+# core's own cache.
+ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 1024 * 1024, "max_write_buffer_number": 2,
+                   "block_cache_size": 16 * 1024 * 1024,
+                   "block_cache_compressed_size": 4 * 1024 * 1024}
+
+
 class ExternalGlobalTable(faust.GlobalTable):
     """A global table whose changelog is a topic of its own name (here the contract's
     compacted `watchlist` topic).
@@ -113,7 +122,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         # key_type/value_type bytes select the raw codec for the store and the changelog
         # (a Schema alone does not reach the store, which then falls back to JSON).
         return app.Table(name, key_type=bytes, value_type=bytes, partitions=opts.partitions,
-                         options={"driver": "rocksdict"})
+                         options={"driver": "rocksdict", **ROCKSDB_OPTIONS})
 
     by_subject = raw_topic(BY_SUBJECT, partitions=opts.partitions, internal=True)
     by_site = raw_topic(BY_SITE, partitions=opts.partitions, internal=True)

@@ -141,6 +141,7 @@ class IngestService(Service):
         outs: dict[str, dict[int, tuple[list, list]]] = {t: {} for t in self.targets}
         futures = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        per_site: dict[str, int] = {}        # counted per batch: a label lookup each is slow
         for tp, msgs in batch.items():
             raws = [m.value if m.value is not None else b"" for m in msgs]
             ok, bad = decode_sightings(raws, sites, self.limits)
@@ -166,10 +167,12 @@ class IngestService(Service):
                         partition_for(key, self.partitions), ([], []))
                     rows.append(row)
                     stamps.append(kts)
-                site = sites[s.site]
-                self.metrics.sightings.labels(site.type, site.ring or "").inc()
+                per_site[s.site] = per_site.get(s.site, 0) + 1
             self.ingested += len(ok)
             offsets[tp] = OffsetAndMetadata(msgs[-1].offset + 1, "")
+        for site_id, n in per_site.items():
+            site = sites[site_id]
+            self.metrics.sightings.labels(site.type, site.ring or "").inc(n)
         now = time.monotonic()
         owned = [tp.partition for tp in self.consumer.assignment()]
         self.wm.assign(owned, now)

@@ -86,6 +86,7 @@ class Detector:
     params: ClassVar[tuple[Param, ...]] = ()
     mode: ClassVar[str] = "arrival"      # arrival | ordered | stage (convoy)
     subjects: ClassVar[tuple[str, ...] | None] = None   # subject types judged; None: all
+    stateless: ClassVar[bool] = False    # arrival rules keeping nothing get st=None
 
     def __init__(self, rule_id: str, values: dict[str, Any], severity: str | None = None,
                  ) -> None:

@@ -11,6 +11,7 @@ from .describe import who
 
 class PermitViolation(Detector):
     kind = "permit-violation"
+    stateless = True
     mode = "arrival"
     subjects = ("vehicle",)
 

@@ -12,6 +12,7 @@ from .describe import pass_phrase
 
 class WatchlistHit(Detector):
     kind = "watchlist-hit"
+    stateless = True
     params = (
         Param("lists", "str-list", None,
               "only entries on these lists fire (default: every list but permit)"),
