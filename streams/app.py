@@ -150,7 +150,21 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         metrics.watchlist_invalid.labels(err.reason).inc()
         log.warning("ignoring an invalid watchlist entry: %s", err.reason)
 
-    watchlist = RawWatchlist(lambda k: watch_table.get(k.encode()), net.sites, on_invalid)
+    def watch_raw(key: str) -> bytes | None:
+        # Straight to the partitions' RocksDB (bloom filter first): through the table, a
+        # lookup of an unlisted subject (most lookups) went through several layers.
+        k = key.encode()
+        dbs = watch_table.data._dbs
+        if not dbs:
+            return watch_table.get(k)
+        for db in dbs.values():
+            if db.key_may_exist(k):
+                v = db.get(k)
+                if v is not None:
+                    return v
+        return None
+
+    watchlist = RawWatchlist(watch_raw, net.sites, on_invalid)
     watch_table.on_change = lambda k: watchlist.changed(k.decode(errors="replace")) \
         if k is not None else None
     ctx = Context(net, watchlist)
@@ -162,6 +176,18 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     sites: dict[int, tuple[list[SiteStage], SourceClock]] = {}
     pairs: dict[int, tuple[dict[str, PairStage], SourceClock]] = {}
     sent_frontier: dict[int, int] = {}
+
+    @app.on_before_shutdown.connect
+    async def _drain(app: faust.App, **kw: Any) -> None:
+        await changelog.drain_all()         # while the stores are still open
+
+    @app.on_partitions_revoked.connect
+    async def _release(app: faust.App, revoked: Any, **kw: Any) -> None:
+        # Before Faust drops the stores of revoked partitions: what was sent for them must
+        # be delivered, and no stage may keep a handle on their RocksDB (the two-worker test
+        # found a worker crashing here on the RocksDB lock when its peer joined).
+        await changelog.drain_all()
+        await _reset(app, ())
 
     @app.on_partitions_assigned.connect
     async def _reset(app: faust.App, assigned: Any, **kw: Any) -> None:

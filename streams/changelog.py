@@ -169,9 +169,13 @@ class ChangelogWriter(Service):
                         item[1] = None
                 continue
             q.popleft()
-            topic = kv.table.changelog_topic.get_topic_name()
-            kv.table.data.set_persisted_offset(TP(topic, kv.partition),
-                                               metas[-1].offset + sent[-1][1] - 1)
+            # Only while Faust still has this partition's store open: setting it reopens a
+            # closed one (after a revocation, at shutdown), and the old handle still holds
+            # RocksDB's lock. A persisted offset left behind only makes recovery read more.
+            if kv.table.data._dbs.get(kv.partition) is kv.db:
+                topic = kv.table.changelog_topic.get_topic_name()
+                kv.table.data.set_persisted_offset(TP(topic, kv.partition),
+                                                   metas[-1].offset + sent[-1][1] - 1)
         self._inflight.pop(id(kv), None)
 
     async def _send(self, kv: PartitionKV, records: dict[bytes, bytes | None]

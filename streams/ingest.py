@@ -61,6 +61,7 @@ class IngestService(Service):
         self._sent_wm: dict[str, int | None] = {t: None for t in self.targets}
         self._tick_at = {t: 0.0 for t in self.targets}
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._site_partition: dict[str, int] = {}    # murmur2 in Python is slow; sites few
         self._committed_at = 0.0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -142,6 +143,7 @@ class IngestService(Service):
         futures = []
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         per_site: dict[str, int] = {}        # counted per batch: a label lookup each is slow
+        site_part = self._site_partition
         for tp, msgs in batch.items():
             raws = [m.value if m.value is not None else b"" for m in msgs]
             ok, bad = decode_sightings(raws, sites, self.limits)
@@ -162,9 +164,14 @@ class IngestService(Service):
                 for topic, (by, vehicles_only) in self.targets.items():
                     if vehicles_only and s.subject.type != "vehicle":
                         continue
-                    key = (s.key if by == "subject" else s.site).encode()
-                    rows, stamps = outs[topic].setdefault(
-                        partition_for(key, self.partitions), ([], []))
+                    if by == "subject":
+                        p = partition_for(s.key.encode(), self.partitions)
+                    else:
+                        p = site_part.get(s.site)
+                        if p is None:
+                            p = site_part[s.site] = partition_for(s.site.encode(),
+                                                                  self.partitions)
+                    rows, stamps = outs[topic].setdefault(p, ([], []))
                     rows.append(row)
                     stamps.append(kts)
                 per_site[s.site] = per_site.get(s.site, 0) + 1
