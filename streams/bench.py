@@ -283,8 +283,9 @@ def engine_rate(worker: WorkerProcess, traffic: Traffic, deadline: float) -> dic
     rss: list[tuple[float, float]] = []
 
     def done_and_sample() -> bool:
+        finished = done()
         rss.append((state.get("subjects", 0.0), worker.rss_mb()))
-        return done()
+        return finished
 
     t0 = wait_until(started, deadline, "the worker's first sighting", worker.alive, 0.01)
     t1 = wait_until(done_and_sample, deadline, "the worker to take in every sighting",
