@@ -12,8 +12,10 @@ One run, one topic of simulated traffic over the sample net, and on it:
   advance (`replay_eps` adds decoding);
 - `alert_latency_ms`: the same worker, offered fresh traffic at a steady rate (2,000/s by
   default), a share of it watchlisted: from just before each sighting is produced to the
-  receipt of its watchlist-hit alert on `alerts`;
-- `rss_mb`: the worker's peak resident memory (VmHWM).
+  receipt of its watchlist-hit alert on `alerts` (after an untimed warm-up, once the worker
+  is idle);
+- `rss_mb`: the worker's peak resident memory (VmHWM), and `rss_mb_by_quarter` its RSS as
+  a quarter, half, three quarters and all of the sightings were in.
 
 Rates are medians where a figure is measured more than once; the machine is shared and
 noisy, so ratios say more than absolute numbers.
