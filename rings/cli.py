@@ -246,10 +246,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.events < 1000:
         _die("--events must be at least 1000")
+    if args.workers < 1:
+        _die("--workers must be at least 1")
     net, rules = _load(args)
     cfg = BenchConfig(events=args.events, partitions=args.partitions, rate=args.rate,
                       latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
-                      peers=not args.no_peers, timeout=args.timeout)
+                      peers=not args.no_peers, timeout=args.timeout, workers=args.workers)
 
     def say(msg: str) -> None:
         print(f"rings bench: {msg}", file=sys.stderr, flush=True)
@@ -383,6 +385,8 @@ def parser() -> argparse.ArgumentParser:
                    help="offered sightings per second in the latency phase")
     p.add_argument("--latency-seconds", type=float, default=None,
                    help="length of the latency phase (default: 20 s, less for small runs)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes in one consumer group (scale-out; start at once)")
     p.add_argument("--no-peers", action="store_true",
                    help="skip the aiokafka, Faust and Quix Streams measurements")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this long")

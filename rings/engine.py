@@ -187,14 +187,13 @@ class Engine(Stage[Sighting, Alert]):
         keep = st["last"] + self.horizon
         r = st.get("r")
         if r:
-            for rule in [k for k, v in r.items() if not v]:
-                del r[rule]
-            for rule in self._outliving.intersection(r):
-                d = self.by_id.get(rule)
-                if d is not None:
-                    keep = max(keep, d.keep_until(r[rule]))
-            for rule in [k for k in r if k not in self.by_id]:
-                del r[rule]
+            by_id, outliving = self.by_id, self._outliving
+            for rule in list(r):
+                rs = r[rule]
+                if not rs or rule not in by_id:
+                    del r[rule]                 # nothing kept, or a rule since removed
+                elif rule in outliving:
+                    keep = max(keep, by_id[rule].keep_until(rs))
         return keep
 
     def _count(self, out: list[Alert], start: int) -> None:

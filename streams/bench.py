@@ -76,6 +76,7 @@ class BenchConfig:
     latency_listed_share: float = 0.02
     seed: int = 1
     peers: bool = True
+    workers: int = 1                    # worker processes in one group
     timeout: float = 600.0
     core_runs: int = 3
 
@@ -188,6 +189,7 @@ class WorkerProcess:
     """`rings worker` on its own topic prefix, data directory and web port."""
 
     def __init__(self, settings: KafkaSettings, partitions: int, data_dir: str) -> None:
+        os.makedirs(data_dir, exist_ok=True)
         self.port = free_port()
         self.log = open(os.path.join(data_dir, "worker.log"), "wb")
         env = {**os.environ, "RINGS_BROKER": settings.broker,
@@ -213,7 +215,8 @@ class WorkerProcess:
                 out[name] = float(value)
         return out
 
-    def total(self, m: dict[str, float], name: str, **labels: str) -> float:
+    @staticmethod
+    def total(m: dict[str, float], name: str, **labels: str) -> float:
         want = [f'{k}="{v}"' for k, v in labels.items()]
         return sum(v for k, v in m.items() if (k == name or k.startswith(name + "{"))
                    and all(w in k for w in want))
@@ -255,6 +258,39 @@ class WorkerProcess:
         self.log.close()
 
 
+class WorkerGroup:
+    """Several workers in one consumer group, seen as one: counters summed, memory the
+    largest worker's (each is a process of its own, on a core of its own at best)."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers = workers
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for w in self.workers:
+            for k, v in w.metrics().items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+    @staticmethod
+    def total(m: dict[str, float], name: str, **labels: str) -> float:
+        return WorkerProcess.total(m, name, **labels)
+
+    def alive(self) -> None:
+        for w in self.workers:
+            w.alive()
+
+    def rss_mb(self) -> float:
+        return max(w.rss_mb() for w in self.workers)
+
+    def peak_rss_mb(self) -> float:
+        return max(w.peak_rss_mb() for w in self.workers)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
 def wait_until(pred: Callable[[], bool], deadline: float, what: str,
                check: Callable[[], None] = lambda: None, every: float = 0.05) -> float:
     while True:
@@ -266,7 +302,7 @@ def wait_until(pred: Callable[[], bool], deadline: float, what: str,
         time.sleep(every)
 
 
-def engine_rate(worker: WorkerProcess, traffic: Traffic, deadline: float) -> dict[str, float]:
+def engine_rate(worker: "WorkerProcess | WorkerGroup", traffic: Traffic, deadline: float) -> dict[str, float]:
     """Sightings per second through the worker's subject and site stages (the pair stage
     follows event time and sees only co-passes: a few per thousand sightings)."""
     n = len(traffic.lines)
@@ -302,7 +338,7 @@ def engine_rate(worker: WorkerProcess, traffic: Traffic, deadline: float) -> dic
             "rss_mb_by_quarter": curve}
 
 
-def settle(worker: WorkerProcess, deadline: float, quiet_s: float = 2.0) -> None:
+def settle(worker: "WorkerProcess | WorkerGroup", deadline: float, quiet_s: float = 2.0) -> None:
     """Wait until the worker's stages have taken nothing in for `quiet_s`: the latency
     phase must not queue behind the throughput phase's tail."""
     last: dict[str, float] = {}
@@ -426,9 +462,12 @@ def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfi
         result["peer_eps"] = round(peers.quix_count_eps(bs, topic, n))
 
     tmp = tempfile.mkdtemp(prefix="rings-bench-")
-    worker = WorkerProcess(bs, cfg.partitions, tmp)
+    worker = WorkerGroup([WorkerProcess(bs, cfg.partitions, os.path.join(tmp, f"w{i}"))
+                          for i in range(cfg.workers)])
+    result["workers"] = cfg.workers
     try:
-        say("engine: the worker, every default rule")
+        say("engine: the worker, every default rule" if cfg.workers == 1 else
+            f"engine: {cfg.workers} workers in one group, every default rule")
         for k, v in engine_rate(worker, traffic, deadline).items():
             result[k] = round(v, 2) if k.endswith("seconds") else \
                 v if isinstance(v, list) else round(v)
@@ -446,7 +485,7 @@ def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfi
         worker.alive()
         m = worker.metrics()
         result["alerts"] = int(worker.total(m, "rings_alerts_total"))
-        result["rss_mb"] = round(worker.peak_rss_mb())
+        result["rss_mb"] = round(worker.peak_rss_mb())      # the largest worker's
     finally:
         worker.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,7 +23,7 @@ class CheckpointAvoidance(Detector):
     def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers
                  ) -> list[Alert]:
         site = ctx.net.sites[ev.site]
-        if site.is_checkpoint:
+        if site.is_checkpoint and timers.rows:
             timers.cancel(self.rule_id, lambda p: p[2] == ev.site)
         if site.approaches is not None and ev.dir == "in":
             # payload: bayonet sighting id, bayonet, checkpoint, pass time, tz

@@ -32,24 +32,38 @@ class LinkedHit(Detector):
         if st is None or s.ts < watermark:
             return []           # stateful: a sighting beyond the lateness is skipped
         window = self.p["window"]
-        links: list[list[Any]] = st.setdefault("lk", [])
-        hist: list[list[Any]] = st.setdefault("h", [])
-        out = [self._alert(s.subject, link, [s.ts, s.id, s.tz, s.site, s.dir], ctx)
-               for link in links if link[0] < s.ts <= link[0] + window]
+        # Most vehicles never carry a listed person: `lk` exists only once one did, and
+        # the history is pruned only when its oldest entry is before the watermark.
+        links: list[list[Any]] | None = st.get("lk")
+        hist: list[list[Any]] | None = st.get("h")
+        seen = [s.ts, s.id, s.tz, s.site, s.dir]
+        out = [self._alert(s.subject, link, seen, ctx)
+               for link in links if link[0] < s.ts <= link[0] + window] if links else []
         for w in s.with_:
             if w.type != "person":
                 continue
             e = ctx.listed(w.key, s.ts)
-            if e is None or any(link[1] == s.id and link[2] == w.key for link in links):
+            if e is None or (links and any(link[1] == s.id and link[2] == w.key
+                                           for link in links)):
                 continue
             link = [s.ts, s.id, w.key, e.severity, e.list]
+            if links is None:
+                links = st["lk"] = []
             links.append(link)
-            out.extend(self._alert(s.subject, link, h, ctx)
-                       for h in hist if s.ts < h[0] <= s.ts + window)
+            if hist:
+                out.extend(self._alert(s.subject, link, h, ctx)
+                           for h in hist if s.ts < h[0] <= s.ts + window)
         # History only serves links that may still arrive, i.e. not before the watermark.
-        hist[:] = [h for h in hist if h[0] >= watermark]
-        hist.append([s.ts, s.id, s.tz, s.site, s.dir])
-        links[:] = [link for link in links if link[0] + window >= watermark]
+        if hist is None:
+            st["h"] = [seen]
+        else:
+            if hist[0][0] < watermark:
+                hist[:] = [h for h in hist if h[0] >= watermark]
+            hist.append(seen)
+        if links and links[0][0] + window < watermark:
+            links[:] = [link for link in links if link[0] + window >= watermark]
+            if not links:
+                del st["lk"]
         return out
 
     def _alert(self, vehicle: Subject, link: list[Any], seen: list[Any], ctx: Context
