@@ -28,14 +28,20 @@ def rings(*args: str) -> bytes:
                           stdout=subprocess.PIPE).stdout
 
 
-def test_replay_equals_worker_on_a_planted_day(kafka: Kafka, start_worker,
-                                               tmp_path: Path) -> None:
+def planted_day(tmp_path: Path) -> tuple[Path, Path, Path, list[bytes]]:
+    """A simulated day with every rule's pattern planted: (day, watchlist, truth, lines)."""
     day, watchlist, truth = (tmp_path / n for n in ("day.jsonl", "wl.jsonl", "truth.jsonl"))
     rings("simulate", "--rate", "1.5", "--duration", "86400", "--seed", "7",
           "--watch-fraction", "0.01", "--plant", "all", "--cases", "3", "--truth", str(truth),
           "-o", str(day), "--watchlist-out", str(watchlist))
     lines = day.read_bytes().splitlines()
     assert len(lines) > 100_000
+    return day, watchlist, truth, lines
+
+
+def test_replay_equals_worker_on_a_planted_day(kafka: Kafka, start_worker,
+                                               tmp_path: Path) -> None:
+    day, watchlist, truth, lines = planted_day(tmp_path)
 
     worker = start_worker()
     kafka.send_json("watchlist", [orjson.loads(x) for x in watchlist.read_bytes().splitlines()])

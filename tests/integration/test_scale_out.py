@@ -19,7 +19,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocol
 from rings.timefmt import parse_ts
 
 from .harness import PARTITIONS, Kafka, Worker, partition_of, wait_until
-from .test_replay_equals_worker import END, _canon, rings
+from .test_replay_equals_worker import END, _canon, planted_day, rings
 
 # Topics whose partitions the Faust group splits between its members (the global watchlist
 # table is read whole by every member, so it is no sign of sharing).
@@ -213,12 +213,7 @@ def watchlist_everywhere(kafka: Kafka, workers: list[Worker], ts: str,
 
 def test_two_workers_equal_one_on_a_planted_day(kafka: Kafka, start_worker,
                                                  tmp_path: Path) -> None:
-    day, watchlist, truth = (tmp_path / n for n in ("day.jsonl", "wl.jsonl", "truth.jsonl"))
-    rings("simulate", "--rate", "1.5", "--duration", "86400", "--seed", "7",
-          "--watch-fraction", "0.01", "--plant", "all", "--cases", "3", "--truth", str(truth),
-          "-o", str(day), "--watchlist-out", str(watchlist))
-    lines = day.read_bytes().splitlines()
-    assert len(lines) > 100_000
+    day, watchlist, truth, lines = planted_day(tmp_path)
 
     # A running worker, then a second one joining its group: the scale-out an operator does.
     w1 = start_worker("w1")
