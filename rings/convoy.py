@@ -22,7 +22,6 @@ all site partitions, so it never judges a pair before every co-pass of that time
 
 from __future__ import annotations
 
-from bisect import insort
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +30,7 @@ from .detectors.convoy import Convoy
 from .detectors.describe import minutes, who
 from .models import Alert, Sighting, Subject
 from .schedule import NO_TIME
-from .stage import Stage, _ts_id
+from .stage import Stage, insert_sorted
 from .state import KV
 
 
@@ -102,11 +101,7 @@ class SiteStage(Stage[Sighting, CoPass]):
                 return
             i -= 1
         self.stats.processed += 1
-        row = [s.ts, s.id, s.subject.key, s.tz, None]
-        if rows and (row[0], row[1]) < (rows[-1][0], rows[-1][1]):
-            insort(rows, row, key=_ts_id)
-        else:
-            rows.append(row)
+        insert_sorted(rows, [s.ts, s.id, s.subject.key, s.tz, None])
         self._reschedule(key, st)
 
     def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:

@@ -102,14 +102,7 @@ class Engine(Stage[Sighting, Alert]):
                       wm - ts)
         elif self.ordered:
             row = [ts, sid, s.site, s.dir, s.tz]
-            q = st.get("q")
-            if q is None:
-                st["q"] = [row]
-            else:
-                if (ts, sid) < (q[-1][0], q[-1][1]):
-                    self.enqueue(st, row)
-                else:
-                    q.append(row)
+            self.enqueue(st, row)
         # Ids are remembered for the dedupe window before the watermark and before the
         # subject's newest sighting, whichever is earlier: a sighting seen again after a
         # restart (input is read at least once) is then still remembered or older than the

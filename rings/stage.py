@@ -26,6 +26,16 @@ def _ts_id(row: list[Any]) -> tuple[Any, Any]:
     return row[0], row[1]
 
 
+def insert_sorted(rows: list[list[Any]], row: list[Any]) -> None:
+    """Insert into rows kept sorted by (ts, id): appended when in order (the usual case);
+    out of order (several upstream partitions interleave), inserted in place, since a sort
+    per insert cost the site stage most of its time."""
+    if rows and (row[0], row[1]) < (rows[-1][0], rows[-1][1]):
+        insort(rows, row, key=_ts_id)
+    else:
+        rows.append(row)
+
+
 @dataclass(slots=True)
 class Stats:
     """Counters the drivers turn into metrics; plain ints so the core stays dependency-free."""
@@ -104,13 +114,7 @@ class Stage(Generic[T, O]):
     @staticmethod
     def enqueue(st: dict[str, Any], row: list[Any]) -> None:
         """Insert into the entity's queue, kept sorted by (ts, id)."""
-        q = st.setdefault("q", [])
-        if q and (row[0], row[1]) < (q[-1][0], q[-1][1]):
-            # Out of order (several upstream partitions interleave): insert in place; a
-            # sort per insert cost the site stage most of its time.
-            insort(q, row, key=_ts_id)
-        else:
-            q.append(row)
+        insert_sorted(st.setdefault("q", []), row)
 
     # hooks ------------------------------------------------------------------
 

@@ -186,7 +186,6 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         # Before Faust drops the stores of revoked partitions: what was sent for them must
         # be delivered, and no stage may keep a handle on their RocksDB (the two-worker test
         # found a worker crashing here on the RocksDB lock when its peer joined).
-        await changelog.drain_all()
         await _reset(app, ())
 
     @app.on_partitions_assigned.connect

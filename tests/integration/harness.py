@@ -53,6 +53,16 @@ def partition_of(key: str, n: int = PARTITIONS) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % n
 
 
+def one_id_per_partition(subject_type: str, stem: str) -> list[str]:
+    """Ids `<stem><k>`, one per partition of `<subject_type>:<id>`, in partition order."""
+    found: dict[int, str] = {}
+    for k in itertools.count():
+        found.setdefault(partition_of(f"{subject_type}:{stem}{k}"), f"{stem}{k}")
+        if len(found) == PARTITIONS:
+            return [found[p] for p in range(PARTITIONS)]
+    raise AssertionError("unreachable")
+
+
 class Worker:
     """A `rings worker` subprocess with its own data dir and web port."""
 
@@ -214,13 +224,7 @@ class Kafka:
     def sentinels(self) -> list[str]:
         """One vehicle id per partition, so sentinels cover every partition."""
         if self._sentinels is None:
-            found: dict[int, str] = {}
-            for k in itertools.count():
-                sid = f"SENTINEL-{k}"
-                found.setdefault(partition_of(f"vehicle:{sid}"), sid)
-                if len(found) == PARTITIONS:
-                    break
-            self._sentinels = [found[p] for p in range(PARTITIONS)]
+            self._sentinels = one_id_per_partition("vehicle", "SENTINEL-")
         return self._sentinels
 
     def barrier(self, worker: Worker | None = None, timeout: float = 90.0,

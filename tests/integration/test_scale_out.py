@@ -18,7 +18,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocol
 
 from rings.timefmt import parse_ts
 
-from .harness import PARTITIONS, Kafka, Worker, partition_of, wait_until
+from .harness import PARTITIONS, Kafka, Worker, one_id_per_partition, wait_until
 from .test_replay_equals_worker import END, _canon, planted_day, rings
 
 # Topics whose partitions the Faust group splits between its members (the global watchlist
@@ -169,12 +169,7 @@ def watchlist_everywhere(kafka: Kafka, workers: list[Worker], ts: str,
     companion of the sentinel vehicle of every subject partition p; an alert on person q
     with the sighting of p as evidence shows that the worker owning p has read q."""
     n = next(_seq)
-    persons: dict[int, str] = {}
-    for k in itertools.count():
-        pid = f"SENTINEL-P{n}-{k}"
-        persons.setdefault(partition_of(f"person:{pid}"), pid)
-        if len(persons) == PARTITIONS:
-            break
+    persons = dict(enumerate(one_id_per_partition("person", f"SENTINEL-P{n}-")))
     kafka.send_json("watchlist", [
         {"subject": {"type": "person", "id": pid}, "list": "sentinel", "severity": "low",
          "reason": f"watchlist sync {n}"} for pid in persons.values()])
