@@ -41,6 +41,8 @@ def _load(args: argparse.Namespace, need_rules: bool = True) -> tuple[Any, Any]:
 
     net = load_net(str(args.net))
     rules = load_rules(str(args.rules)) if need_rules else None
+    if rules is not None:
+        rules.check_against(net)
     return net, rules
 
 
@@ -92,22 +94,53 @@ def cmd_net_check(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .net import load_net
     from .ruleset import load_rules
 
     paths = args.paths or [str(DEFAULT_RULES)]
+    net = load_net(args.net)
     failed = 0
     for p in paths:
         try:
             rs = load_rules(p)
+            rs.check_against(net)
         except (SourceError, SourceErrors) as e:
             failed += _report(e)
             continue
         ids = ", ".join(d.rule_id for d in rs.detectors)
-        print(f"{p}: ok: {len(rs.detectors)} rules ({ids}), version {rs.version}")
+        plans = f", {len(rs.plans)} plans ({', '.join(rs.plans)})" if rs.plans else ""
+        print(f"{p}: ok: {len(rs.detectors)} rules ({ids}){plans}, version {rs.version}")
     return 1 if failed else 0
 
 
+def cmd_answer_orders(args: argparse.Namespace) -> int:
+    """`rings simulate --answer-orders`: simulated checkpoints answer plan orders."""
+    from streams.checkpoint_sim import SimStats, run_answer_orders
+
+    from .checkpoints import Checkpoints
+
+    try:
+        model = Checkpoints(seed=args.seed, late_fraction=args.late_fraction,
+                            never_fraction=args.never_fraction, time_scale=args.time_scale)
+    except ValueError as e:
+        _die(str(e))
+    settings = _kafka(args)
+    stats = SimStats()
+    try:
+        run_answer_orders(settings, model, from_beginning=args.from_beginning,
+                          duration=args.duration, quiet=args.quiet, stats=stats)
+    except KeyboardInterrupt:
+        pass
+    print(f"rings simulate: {stats.orders} orders, {stats.acks} acks to "
+          f"{settings.topic('plan-acks')}, {stats.cancelled} answers cancelled by "
+          f"{stats.stand_downs} stand-down orders, {model.pending} not yet due",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.answer_orders:
+        return cmd_answer_orders(args)
     from .net import load_net
     from .scenarios import parse_rules
     from .sim import SimConfig, Simulator
@@ -274,6 +307,160 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+# ---------------------------------------------------------------------------- plans
+# Exit codes of `rings plan`: 0 done, 1 refused by the worker (or unknown activation),
+# 2 refused here before sending, 3 no answer (no broker, no worker, or not in time).
+
+def _plan_text(name: str, value: str) -> str:
+    """`by` and `reason` as the desk accepts them (rings.lockdown: non-empty, bounded)."""
+    from .lockdown import MAX_TEXT
+
+    if not value.strip() or len(value) > MAX_TEXT:
+        _die(f"--{name} must be non-empty text of at most {MAX_TEXT} characters")
+    return value
+
+
+def _plan_command(args: argparse.Namespace, cmd: dict[str, Any], key: str,
+                  on_status: Any) -> Any:
+    """Send a plan command and wait for the worker's status record or refusal; exit 1 on
+    a refusal, 3 when nothing answers."""
+    import asyncio
+
+    from streams.errors import BrokerUnavailable
+    from streams.plan_cli import MissingTopic, command
+
+    from .planview import refusal
+
+    if args.wait < 0:
+        _die("--wait cannot be negative")
+    settings = _kafka(args)
+    cid = cmd["id"]
+    try:
+        ans = asyncio.run(command(settings, cmd, key, args.wait, on_status,
+                                  lambda _t, d: cid in str(d.get("original", ""))))
+    except (BrokerUnavailable, MissingTopic) as e:
+        _die(str(e), 3)
+    if args.wait <= 0:
+        return None
+    if ans is None:
+        _die(f"the worker did not answer within {args.wait:g}s (is `rings worker` running "
+             f"against {settings.broker}, topic prefix {settings.prefix!r}?); command "
+             f"{cid} was sent and may still be applied", 3)
+    if ans.kind == "dlq":
+        _die(refusal(ans.record), 1)
+    return ans.record
+
+
+def cmd_plan_activate(args: argparse.Namespace) -> int:
+    import uuid
+
+    from .lockdown import activation_id
+    from .planview import activated_summary
+
+    net, rules = _load(args)
+    plan = rules.plans.get(args.plan)
+    if plan is None:
+        _die(f"unknown plan {args.plan!r} (the rules in {args.rules} have: "
+             f"{', '.join(sorted(rules.plans)) or 'none'})")
+    if args.site is not None and args.site not in net.sites:
+        _die(f"unknown site {args.site!r}: not a site of net {net.name!r}")
+    if args.site is None and plan.scope.needs_site:
+        _die(f"plan {plan.id} is {plan.scope.describe()}: name the site with --site")
+    if not plan.sites(net, args.site):
+        _die(f"plan {plan.id} orders no site here ({plan.scope.describe(net)})")
+    cid = uuid.uuid4().hex
+    cmd = {"cmd": "activate", "plan": plan.id, "site": args.site,
+           "by": _plan_text("by", args.by), "reason": _plan_text("reason", args.reason),
+           "id": cid}
+    if args.site is None:
+        del cmd["site"]                # plan-command.schema.json: a site is a string
+    aid = activation_id("command", plan.id, cid)
+    st = _plan_command(args, cmd, plan.id,
+                       lambda _t, d: d.get("activation") == aid)
+    if st is None:
+        print(f"activation {aid}: command {cid} sent (not waiting for the worker)")
+    else:
+        print(activated_summary(st))
+    return 0
+
+
+def cmd_plan_stand_down(args: argparse.Namespace) -> int:
+    import uuid
+
+    from .planview import stood_down_summary
+
+    by = _plan_text("by", args.by)
+    reason = _plan_text("reason", args.reason)
+    # `id` is not read by the desk (it ignores unknown fields): it only lets a refusal on
+    # plan-dlq be told apart from anybody else's.
+    cid = uuid.uuid4().hex
+    cmd = {"cmd": "stand-down", "activation": args.id, "by": by, "reason": reason, "id": cid}
+
+    def mine(_t: str, d: dict[str, Any]) -> bool:
+        sd = d.get("stood_down") or {}
+        return d.get("activation") == args.id and d.get("state") == "stood-down" and \
+            sd.get("by") == by and sd.get("reason") == reason
+
+    st = _plan_command(args, cmd, args.id, mine)
+    if st is None:
+        print(f"activation {args.id}: stand-down command {cid} sent (not waiting for the "
+              "worker)")
+    else:
+        print(stood_down_summary(st))
+    return 0
+
+
+def cmd_plan_status(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from streams.errors import BrokerUnavailable
+    from streams.plan_cli import MissingTopic, read_status
+
+    from .planview import activation_detail, activations_table, find_activation, \
+        latest_by_activation
+
+    try:
+        latest = latest_by_activation(asyncio.run(read_status(_kafka(args))))
+    except MissingTopic as e:
+        print(f"rings: {e}", file=sys.stderr)
+        latest = {}
+    except BrokerUnavailable as e:
+        _die(str(e), 3)
+    out = sys.stdout.buffer
+    if args.id is not None:
+        st, cands = find_activation(latest, args.id)
+        if st is None:
+            more = f" (it starts {len(cands)}: {', '.join(cands)})" if cands else ""
+            _die(f"no activation {args.id!r} on plan-status{more}", 1)
+        if args.json:
+            out.write(orjson.dumps(st) + b"\n")
+        else:
+            print(activation_detail(st))
+        return 0
+    shown = [s for s in latest.values() if args.all or s.get("state") != "stood-down"]
+    if args.json:
+        for s in shown:
+            out.write(orjson.dumps(s) + b"\n")
+    elif not shown:
+        hidden = len(latest) - len(shown)
+        print("no activations" + (" (only stood-down ones: --all shows them)" if hidden
+                                  else ""))
+    else:
+        print(activations_table(latest, include_stood_down=args.all))
+    return 0
+
+
+def cmd_plan_list(args: argparse.Namespace) -> int:
+    from .planview import plans_table
+
+    net, rules = _load(args)
+    if not rules.plans:
+        print(f"no plans in {args.rules}")
+        return 0
+    print(plans_table(rules.plans, net))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 
 def _common_net(p: argparse.ArgumentParser, rules: bool = True) -> None:
@@ -310,8 +497,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rules", help="rule sets")
     rsub = p.add_subparsers(dest="rules_cmd", required=True)
-    q = rsub.add_parser("check", help="validate rule files or directories")
+    q = rsub.add_parser("check", help="validate rule files or directories (rules and plans)")
     q.add_argument("paths", nargs="*")
+    q.add_argument("--net", default=str(DEFAULT_NET),
+                   help="net the plans are checked against (default: the sample net)")
     q.set_defaults(func=cmd_rules_check)
 
     p = sub.add_parser("simulate", help="synthetic traffic over a net, to a file or a topic")
@@ -338,6 +527,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", metavar="TRUTH.jsonl",
                    help="write the alerts the run must raise (planted cases and every "
                         "watchlist-hit), one JSON line each")
+    p.add_argument("--answer-orders", action="store_true",
+                   help="instead of traffic: simulated checkpoints answer plan-orders on "
+                        "plan-acks (--duration is then wall-clock seconds, 0: until Ctrl-C)")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="with --answer-orders: divide every answer's delay by this")
+    p.add_argument("--late-fraction", type=float, default=0.15,
+                   help="with --answer-orders: share of sites that miss a deadline")
+    p.add_argument("--never-fraction", type=float, default=0.05,
+                   help="with --answer-orders: share of sites that never answer")
+    p.add_argument("--from-beginning", action="store_true",
+                   help="with --answer-orders: also answer the orders already on the topic")
+    p.add_argument("--quiet", action="store_true",
+                   help="with --answer-orders: do not print each ack sent")
     _broker(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -398,6 +600,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0)
     _broker(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plan", help="lockdown plans: activate, stand down, status, list")
+    psub = p.add_subparsers(dest="plan_cmd", required=True)
+    q = psub.add_parser("activate", help="activate a plan and wait for the worker to order "
+                                         "the sites (exit 1 refused, 2 invalid, 3 no answer)")
+    q.add_argument("plan", help="plan id (see `rings plan list`)")
+    q.add_argument("--site", metavar="SITE", help="the site the plan is activated at (needed by plans whose "
+                                  "scope is a distance from it)")
+    q.add_argument("--by", required=True, metavar="WHO", help="who activates it")
+    q.add_argument("--reason", required=True, metavar="TEXT", help="why")
+    q.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds to wait for the worker's answer (0: send and return)")
+    _common_net(q)
+    _broker(q)
+    q.set_defaults(func=cmd_plan_activate)
+    q = psub.add_parser("stand-down", help="stand an activation down and wait for the worker "
+                                           "(exit 1 refused, 3 no answer)")
+    q.add_argument("id", help="activation id")
+    q.add_argument("--by", required=True, metavar="WHO", help="who stands it down")
+    q.add_argument("--reason", required=True, metavar="TEXT", help="why")
+    q.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds to wait for the worker's answer (0: send and return)")
+    _broker(q)
+    q.set_defaults(func=cmd_plan_stand_down)
+    q = psub.add_parser("status", help="activations (latest status of each, from "
+                                       "plan-status), or one activation's sites")
+    q.add_argument("id", nargs="?", help="activation id (or a unique prefix of it)")
+    q.add_argument("--all", action="store_true", help="include stood-down activations")
+    q.add_argument("--json", action="store_true", help="the latest status record(s) as JSON "
+                                                       "lines")
+    _broker(q)
+    q.set_defaults(func=cmd_plan_status)
+    q = psub.add_parser("list", help="the plans of the rules directory")
+    _common_net(q)
+    q.set_defaults(func=cmd_plan_list)
     return ap
 
 

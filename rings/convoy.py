@@ -255,12 +255,15 @@ class PairStage(Stage[CoPass, Alert]):
         sites = sorted({c[2] for c in cps})
         evidence = [i for c in cps for i in c[1].split("|")]
         site = self.ctx.net.sites[last[2]]
-        return Alert(
+        alert = Alert(
             rule=self.rule.rule_id, severity=self.rule.severity(sev), subject=s, ts=last[0],
             tz=last[3], evidence=evidence, related=[p], site=last[2], ring=site.ring,
             summary=(f"{who(s)} travelled with {who(p, lst)} past {len(sites)} sites "
                      f"({', '.join(sites)}) in {minutes(last[0] - cps[0][0])}"),
-            details={"sites": sites}, rules_version=self.rules_version or None)
+            details={"sites": sites, "listed_severity": sev} if entry else {"sites": sites},
+            rules_version=self.rules_version or None)
+        alert.plan = self.rule.plan_for(alert, self.ctx.net)
+        return alert
 
     def _next_action(self, st: dict[str, Any]) -> int:
         if st.get("q"):

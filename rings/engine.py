@@ -60,6 +60,7 @@ class Engine(Stage[Sighting, Alert]):
                              for t in types}
         self._outliving = {d.rule_id for d in rules.detectors if d.horizon_ms() <= 0}
         self._dedupe = rules.dedupe_ms
+        self._activating = {d.rule_id: d for d in rules.detectors if d.activation is not None}
 
     # ------------------------------------------------------------------ hooks
 
@@ -193,7 +194,10 @@ class Engine(Stage[Sighting, Alert]):
         """Stamp and count the alerts a hook added to `out` (from `start` on). Counted where
         they are made: process() releases judged alerts through advance(), so counting in
         both would count those twice."""
+        activating = self._activating
         for a in out[start:]:
             a.rules_version = self.rules.version
+            if a.rule in activating:
+                a.plan = activating[a.rule].plan_for(a, self.net)
             self.stats.by_rule[a.rule] = self.stats.by_rule.get(a.rule, 0) + 1
         self.stats.alerts += len(out) - start

@@ -6,6 +6,7 @@ report a wrong value at its file:line, and lets the docs list every knob with it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from .timefmt import format_duration, parse_duration
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    kind: str                 # duration | int | float | bool | str | str-list
+    kind: str                 # duration | int | float | bool | str | str-list | utc-offset
     default: Any
     help: str
     min: float | None = None
@@ -43,6 +44,13 @@ class Param:
                 opts = f" (one of: {', '.join(self.choices)})" if self.choices else ""
                 raise ValueError(f"{self.name} must be a string{opts}")
             v = value
+        elif k == "utc-offset":
+            m = re.fullmatch(r"([+-])([01]\d|2[0-3]):([0-5]\d)|[Zz]", str(value)) \
+                if isinstance(value, str) else None
+            if m is None:
+                raise ValueError(f"{self.name} must be a UTC offset like +08:00 or Z")
+            v = 0 if m.group(1) is None else \
+                (1 if m.group(1) == "+" else -1) * (int(m.group(2)) * 60 + int(m.group(3)))
         elif k == "str-list":
             if not isinstance(value, list) or any(not isinstance(x, str) for x in value):
                 raise ValueError(f"{self.name} must be a list of strings")

@@ -1,8 +1,9 @@
 """Rule sets: the YAML a rule author writes, validated into detector instances.
 
-A rules directory holds `rules.yaml` (and any `*.rules.yaml`). Each rule names a kind
-(defaulting to its id, so the contract's default rules are written by id alone); every
-other key of a rule is a parameter of that kind, checked against its declaration.
+A rules directory holds `rules.yaml` (and any `*.rules.yaml`) and the lockdown plans
+(`plans.yaml`, `*.plans.yaml`). Each rule names a kind (defaulting to its id, so the
+contract's default rules are written by id alone); every other key of a rule is a parameter
+of that kind, checked against its declaration. A rule may `activate` a plan.
 """
 
 from __future__ import annotations
@@ -18,15 +19,19 @@ import orjson
 from .detectors import REGISTRY, Detector
 from .errors import RuleError, SourceErrors
 from .models import SEVERITIES
+from .net import Net
 from .params import Param
+from .plans import Plan, parse_activation, parse_plans
 from .yamlsrc import LDict, LList, load_yaml_file
 
-RESERVED = ("id", "kind", "enabled", "severity", "description", "tags")
+RESERVED = ("id", "kind", "enabled", "severity", "description", "tags", "activate")
 ENGINE_PARAMS = (
     Param("lateness", "duration", "2m",
           "how late (event time) a sighting may arrive and still count as in order", min=0),
     Param("dedupe_window", "duration", "2h",
           "how long a sighting id is remembered to refuse duplicates", min=0),
+    Param("utc_offset", "utc-offset", "Z",
+          "the UTC offset of the wall-clock times plans write (orders, status, audit)"),
 )
 
 
@@ -37,16 +42,27 @@ class RuleSet:
     dedupe_ms: int
     version: str
     files: list[str] = field(default_factory=list)
+    plans: dict[str, Plan] = field(default_factory=dict)
+    utc_offset_min: int = 0
 
     def by_id(self, rule_id: str) -> Detector | None:
         return next((d for d in self.detectors if d.rule_id == rule_id), None)
+
+    def check_against(self, net: Net) -> None:
+        """Raise SourceErrors for what only the net can show (plans naming unknown rings
+        or sites, plans that would order nothing)."""
+        errors = [e for p in self.plans.values() for e in p.check_against(net)]
+        if errors:
+            raise SourceErrors(errors)
 
 
 def rule_files(path: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
     files = sorted(set(glob.glob(os.path.join(path, "rules.yaml"))
-                       + glob.glob(os.path.join(path, "*.rules.yaml"))))
+                       + glob.glob(os.path.join(path, "*.rules.yaml"))
+                       + glob.glob(os.path.join(path, "plans.yaml"))
+                       + glob.glob(os.path.join(path, "*.plans.yaml"))))
     return files
 
 
@@ -64,6 +80,8 @@ def build_rules(docs: list[tuple[str, Any]]) -> RuleSet:
     seen: dict[str, tuple[str, int]] = {}
     engine: dict[str, Any] = {p.name: p.default_value() for p in ENGINE_PARAMS}
     canon: list[Any] = []
+    plans: dict[str, Plan] = {}
+    plan_seen: dict[str, tuple[str, int]] = {}
 
     def err(msg: str, file: str, pos: tuple[int, int] | None) -> None:
         errors.append(RuleError(msg, file, *(pos or (None, None))))
@@ -72,13 +90,17 @@ def build_rules(docs: list[tuple[str, Any]]) -> RuleSet:
         if doc is None:
             continue
         if not isinstance(doc, LDict):
-            err("a rules file must be a mapping with `rules:` (and optionally `engine:`)",
-                file, (1, 1))
+            err("a rules file must be a mapping with `rules:` and/or `plans:` (and optionally "
+                "`engine:`)", file, (1, 1))
             continue
         canon.append(_plain(doc))
         for k in doc:
-            if k not in ("rules", "engine", "version"):
-                err(f"unknown top-level key {k!r} (expected rules, engine)", file, doc.where(k))
+            if k not in ("rules", "engine", "version", "plans"):
+                err(f"unknown top-level key {k!r} (expected rules, plans, engine)", file,
+                    doc.where(k))
+        if "plans" in doc:
+            for plan in parse_plans(doc["plans"], file, err, plan_seen):
+                plans[plan.id] = plan
         eng = doc.get("engine")
         if eng is not None:
             if not isinstance(eng, LDict):
@@ -110,11 +132,17 @@ def build_rules(docs: list[tuple[str, Any]]) -> RuleSet:
             if d is not None:
                 detectors.append(d)
 
+    for d in detectors:
+        a = d.activation
+        if a is not None and a.plan not in plans:
+            errors.append(RuleError(
+                f"rule {d.rule_id!r} activates unknown plan {a.plan!r} (known: "
+                f"{', '.join(sorted(plans)) or 'none'})", a.file, a.line, a.col))
     if errors:
         raise SourceErrors(errors)
     version = hashlib.sha256(orjson.dumps(canon, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
     return RuleSet(detectors, engine["lateness"], engine["dedupe_window"], version,
-                   [f for f, _ in docs])
+                   [f for f, _ in docs], plans, engine["utc_offset"])
 
 
 def _build_rule(r: LDict, file: str, pos: tuple[int, int], err: Any,
@@ -160,9 +188,15 @@ def _build_rule(r: LDict, file: str, pos: tuple[int, int], err: Any,
         except ValueError as e:
             err(str(e), file, r.where(k, True))
             ok = False
+    activation = None
+    if "activate" in r:
+        activation = parse_activation(r["activate"], file, r.where("activate", True), err)
+        ok = ok and activation is not None
     if not ok or not enabled:
         return None
-    return cls(rid, values, severity)
+    d = cls(rid, values, severity)
+    d.activation = activation
+    return d
 
 
 def _plain(v: Any) -> Any:

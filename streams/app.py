@@ -40,6 +40,7 @@ from .config import ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, WATCHLIST,
 from .changelog import ChangelogWriter, PartitionKV
 from .envelope import Envelope, partition_for
 from .ingest import IngestService
+from .lockdown import Lockdown
 from .metrics import Metrics
 
 log = logging.getLogger("rings.worker")
@@ -197,6 +198,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         sites.clear()
         pairs.clear()
         sent_frontier.clear()
+        lockdown.reset()
 
     def kv_for(table: Any, p: int) -> PartitionKV:
         kv = kvs.get((table.name, p))
@@ -204,7 +206,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             kv = kvs[(table.name, p)] = PartitionKV(table, p)
         return kv
 
-    async def emit(alerts: list[Alert], env: Envelope | None = None) -> None:
+    async def emit(alerts: list[Alert], env: Envelope | None = None,
+                   triggers: bool = True) -> None:
         if not alerts:
             return
         now_ms = int(time.time() * 1000)
@@ -221,6 +224,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                 metrics.latency.observe(max(0.0, (now_ms - t0) / 1000))
         # Delivered before the envelope counts as applied (see stage_agent).
         await asyncio.gather(*sent)
+        if triggers and any(a.plan for a in alerts):
+            await lockdown.trigger(alerts, emitted)     # rules that activate a plan
 
     def show_watermark(stage: str, stages: Any) -> None:
         marks = [st.watermark for st in stages]
@@ -360,6 +365,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     changelog = ChangelogWriter(settings)
     app.service(changelog)
+    lockdown = Lockdown(app, settings, net, rules, metrics, changelog, raw_topic,
+                        lambda alerts: emit(alerts, None, False), kv_for)
     ingest_ref: list[IngestService] = []
 
     @app.page("/ready")

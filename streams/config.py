@@ -20,6 +20,14 @@ BY_SUBJECT = "rings-by-subject"       # internal: batch envelopes, partitioned b
 BY_SITE = "rings-by-site"             # internal: vehicle sightings, partitioned by site (convoy)
 BY_PAIR = "rings-by-pair"             # internal: co-passes, partitioned by pair of vehicles
 ENGINE_DLQ = "rings-engine-dlq"       # internal: envelopes the engine failed on (a bug)
+# Lockdown plans (CONTRACTS.md §6)
+PLAN_COMMANDS = "plan-commands"       # in: activate / stand-down
+PLAN_ACKS = "plan-acks"               # in: acknowledgements and closures from the sites
+PLAN_ORDERS = "plan-orders"           # out: one order per site and activation
+PLAN_STATUS = "plan-status"           # out: an activation's status on every change
+PLAN_AUDIT = "plan-audit"             # out, compacted: who activated / stood down, and why
+PLAN_DLQ = "plan-dlq"                 # out: refused commands and acks, with the reason
+PLAN_INBOX = "rings-plan-inbox"       # internal: every plan input, in one partition
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,5 +44,20 @@ class Metrics:
         self.watchlist_invalid = Counter("rings_watchlist_invalid_total",
                                          "Watchlist entries ignored because they are invalid.",
                                          ["reason"], registry=r)
+        self.plan_activations = Counter(
+            "rings_plan_activations_total", "Plan activations started, by plan and trigger "
+            "(command or rule).", ["plan", "trigger"], registry=r)
+        deadline_buckets = (30, 60, 120, 180, 240, 300, 420, 600, 900, 1200, 1800, 3600)
+        self.plan_time_to_respond = Histogram(
+            "rings_plan_time_to_respond_seconds", "Per activation: from activation to the last "
+            "ordered site's acknowledgement (its record time in Kafka).", ["plan"],
+            buckets=deadline_buckets, registry=r)
+        self.plan_time_to_close = Histogram(
+            "rings_plan_time_to_close_seconds", "Per activation: from activation to the last "
+            "ordered site's closure (its record time in Kafka).", ["plan"],
+            buckets=deadline_buckets, registry=r)
+        self.plan_overdue_sites = Gauge(
+            "rings_plan_overdue_sites", "Sites of active activations still missing after a "
+            "deadline that has passed, by plan.", ["plan"], registry=r)
         self.rules_version = Gauge("rings_rules_version_info", "The active rule set.",
                                    ["version"], registry=r)

@@ -10,9 +10,10 @@ from rings.net import Net
 from rings.ruleset import RuleSet
 
 from .app import WorkerOptions, build_app
-from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST,
-                     KafkaSettings)
+from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, SIGHTINGS,
+                     SIGHTINGS_DLQ, WATCHLIST, KafkaSettings)
 from .kafka_io import ensure_topics, topic_partitions, wait_for_broker
+from .lockdown import topic_specs as plan_topic_specs
 
 
 def topic_specs(partitions: int) -> dict[str, dict]:
@@ -29,6 +30,7 @@ def topic_specs(partitions: int) -> dict[str, dict]:
         ENGINE_DLQ: {"partitions": 1},
         **{f"rings-{t}-state-changelog": {"partitions": partitions, "compact": True}
            for t in ("subject", "site", "pair")},
+        **plan_topic_specs(),
     }
 
 

@@ -93,9 +93,15 @@ class Detector:
         self.rule_id = rule_id
         self.p = values
         self.severity_override = severity
+        self.activation: Any = None          # rings.plans.Activation, from `activate:`
 
     def severity(self, default: str) -> str:
         return self.severity_override or default
+
+    def plan_for(self, alert: Alert, net: Net) -> str | None:
+        """The plan this alert starts, if the rule has `activate:` and the alert matches."""
+        a = self.activation
+        return a.plan if a is not None and a.matches(alert, net) else None
 
     def setup(self, net: Net) -> None:
         """Precompute what depends on the net (called once per engine)."""

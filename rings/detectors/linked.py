@@ -76,7 +76,7 @@ class LinkedHit(Detector):
             evidence=[link[1], sid], related=[person], site=site_id, ring=site.ring,
             zone=site.zone_after(direction), dir=direction,
             summary=f"{who(vehicle)}, which carried {who(person, link[4])}, seen at {site_id}",
-            details={"linked_by": link[1]})
+            details={"linked_by": link[1], "listed_severity": link[3]})
 
     def keep_until(self, state: dict[str, Any]) -> int:
         t = NO_TIME

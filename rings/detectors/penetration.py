@@ -60,7 +60,8 @@ class Penetration(Detector):
                      f"{minutes(span)} ({path}), reaching {ring_label(ctx.net, ring)} at "
                      f"{ev.site}"),
             details={"chain": [c[0] for c in chain], "depth": ctx.net.zone_depth(ring),
-                     "innermost": leaf, "list": entry.list})]
+                     "innermost": leaf, "list": entry.list,
+                     "listed_severity": entry.severity})]
 
     def keep_until(self, state: dict[str, Any]) -> int:
         chain = state.get("c")

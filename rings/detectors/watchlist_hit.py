@@ -42,6 +42,7 @@ class WatchlistHit(Detector):
                 summary=f"{entry.list} {subj.type} {subj.id}{role} {where}",
                 related=related, site=s.site, ring=site.ring, zone=site.zone_after(s.dir),
                 dir=s.dir,
-                details={"list": entry.list, **({"reason": entry.reason} if entry.reason else {})},
+                details={"list": entry.list, "listed_severity": entry.severity,
+                         **({"reason": entry.reason} if entry.reason else {})},
             ))
         return out

@@ -73,7 +73,7 @@ def test_three_sites(net, rules):
     assert a.evidence == ["l0", "f0", "l1", "f1", "l2", "f2"]
     assert (a.ts, a.tz) == (T0 + 20 * MIN, 480)
     assert (a.site, a.ring, a.zone, a.dir) == ("BV01", "civic", None, None)
-    assert a.details == {"sites": ["BK01", "BV01", "CP01"]}
+    assert a.details == {"sites": ["BK01", "BV01", "CP01"], "listed_severity": "high"}
     assert a.summary == ("vehicle 蒙K00042 travelled with wanted vehicle 蒙K3X521 past 3 sites "
                          "(BK01, BV01, CP01) in 20 min")
 

@@ -51,7 +51,7 @@ def test_a_later_sighting_alerts(net, rules):
     assert a.evidence == ["link", "later"]
     assert (a.ts, a.tz) == (T0 + HOUR, 480)
     assert (a.site, a.ring, a.zone, a.dir) == ("BV02", "civic", "core", "out")
-    assert a.details == {"linked_by": "link"}
+    assert a.details == {"linked_by": "link", "listed_severity": "high"}
     assert a.summary == ("vehicle 蒙K3X521, which carried fugitive person p-9f2c41, seen at "
                          "BV02")
 

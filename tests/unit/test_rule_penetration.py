@@ -47,7 +47,7 @@ def test_city_then_core_is_high(net, rules):
     assert (a.ts, a.tz) == (T0 + 10 * MIN, 480)
     assert (a.site, a.ring, a.zone, a.dir) == ("BK01", "core", "core", "in")
     assert a.details == {"chain": ["city", "core"], "depth": 2, "innermost": False,
-                         "list": "wanted"}
+                         "list": "wanted", "listed_severity": "critical"}
     assert "wanted vehicle 蒙K3X521 crossed 2 rings inward in 10 min (city → core)" in a.summary
 
 

@@ -62,7 +62,8 @@ def test_hit_on_the_subject(net, rules):
     assert (a.site, a.ring, a.zone, a.dir) == ("CP01", "city", "city", "in")
     assert a.plan is None
     assert a.summary == "wanted vehicle 蒙K3X521 entered the City ring at CP01"
-    assert a.details == {"list": "wanted", "reason": "armed robbery suspect"}
+    assert a.details == {"list": "wanted", "listed_severity": "critical",
+                         "reason": "armed robbery suspect"}
     d = a.to_json("2026-11-29T08:00:00.291+08:00")
     assert d["ts"] == "2026-11-29T08:00:00.250+08:00"
     assert d["emitted"] == "2026-11-29T08:00:00.291+08:00"
