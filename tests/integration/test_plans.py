@@ -346,3 +346,43 @@ def test_bad_input_is_refused_with_a_reason(kafka: Kafka, start_worker) -> None:
     assert {s["activation"] for s in records(kafka, "plan-status")} == {aid}
     assert len(records(kafka, "plan-orders")) == len(CITY)
     assert 'rings_dlq_total{reason="duplicate-ack"} 1.0' in worker.metrics()
+
+
+def test_the_plan_command_line(kafka: Kafka, start_worker, broker: str, prefix: str) -> None:
+    """`rings plan activate / status / stand-down` as an officer would use them, and the
+    exit codes a script relies on."""
+    from .test_cli_kafka import rings
+
+    def plan(*args: str) -> Any:
+        return rings("plan", *args, broker=broker, prefix=prefix)
+
+    bad = plan("activate", "local-link", "--by", "me", "--reason", "x")   # no --site
+    assert bad.returncode == 2 and b"--site" in bad.stderr
+    none = plan("activate", "city-lockdown", "--by", "me", "--reason", "x", "--wait", "3")
+    assert none.returncode == 3 and b"rings worker" in none.stderr    # no worker ever ran
+
+    worker = start_worker()
+    first = plan("activate", "city-lockdown", "--by", "duty-officer-12", "--reason", "robbery")
+    assert first.returncode == 0, first.stderr
+    aid = first.stdout.decode().split()[1].rstrip(":")
+    assert b"21 sites ordered" in first.stdout
+    twice = plan("activate", "city-lockdown", "--by", "duty-officer-7", "--reason", "robbery")
+    assert twice.returncode == 1 and b"already-active" in twice.stderr and \
+        aid.encode() in twice.stderr
+    for site in CITY[:2]:
+        ack(kafka, aid, site, "closed")
+    wait_status(kafka, worker, aid, lambda s: list(s["sites"].values()).count("closed") == 2,
+                "two closures")
+    shown = plan("status", aid)
+    assert shown.returncode == 0
+    out = shown.stdout.decode()
+    assert "city-lockdown" in out and "21 sites: 2 closed" in out
+    assert all(site in out for site in CITY)
+    listed = plan("status")
+    assert aid in listed.stdout.decode()
+    down = plan("stand-down", aid, "--by", "duty-officer-12", "--reason", "caught")
+    assert down.returncode == 0 and b"stood down" in down.stdout, down.stderr
+    again = plan("stand-down", aid, "--by", "duty-officer-12", "--reason", "caught")
+    assert again.returncode == 1 and b"already-stood-down" in again.stderr
+    assert aid not in plan("status").stdout.decode()          # only active ones by default
+    assert aid in plan("status", "--all").stdout.decode()
