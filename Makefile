@@ -5,7 +5,7 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 DURATION ?= 120
 
-.PHONY: setup demo test unit kafka-up kafka-down clean
+.PHONY: setup demo test unit kafka-up kafka-down prometheus-tools clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/rings demo --duration $(DURATION)
 
-test: setup kafka-up
+test: setup kafka-up prometheus-tools
 	$(PY) -m pytest -q
 
 unit: setup
@@ -30,6 +30,10 @@ kafka-up:
 
 kafka-down:
 	deploy/local-kafka down
+
+# prometheus and promtool (Debian's package) for the monitoring test; nothing if installed.
+prometheus-tools:
+	deploy/prometheus/install-tools
 
 clean:
 	rm -rf $(VENV) .rings-data .pytest_cache

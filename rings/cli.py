@@ -50,6 +50,22 @@ def _open_in(path: str) -> BinaryIO:
     return sys.stdin.buffer if path == "-" else open(path, "rb")
 
 
+def _replay_now(args: argparse.Namespace) -> int | None:
+    """`rings replay --now`: epoch ms of RFC 3339, integer ms or `now`; None if not given."""
+    v = getattr(args, "now", None)
+    if v is None:
+        return None
+    if v == "now":
+        return int(time.time() * 1000)
+    from .timefmt import parse_ts
+    try:
+        return parse_ts(int(v) if v.lstrip("-").isdigit() else v)[0]
+    except InvalidRecord:
+        pass
+    _die(f"--now {v!r}: give an RFC 3339 time with its offset, epoch milliseconds or now")
+    return None
+
+
 # ---------------------------------------------------------------------------- commands
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -59,8 +75,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from .gctune import tune_for_throughput
 
+    if args.summary or args.diff:
+        return cmd_backtest(args)
+    from .pseudonym import from_env
+
     net, rules = _load(args)
     wl = load_watchlist(args.watchlist, net.sites) if args.watchlist else Watchlist()
+    pz = from_env()              # the worker's key: replay must see what the worker sees
+    if pz is not None:
+        wl = Watchlist(pz.entry(e) for e in wl)
+        print("rings replay: subject ids pseudonymised (RINGS_PSEUDONYM_KEY*)",
+              file=sys.stderr)
     src = args.sightings
     tune_for_throughput()
 
@@ -70,9 +95,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     stats = ReplayStats()
     out = sys.stdout.buffer
     n = 0
+    now = _replay_now(args)
     with _open_in(src) as f:
         for alert in replay_lines(f, net, rules, wl, on_bad=on_bad, stats=stats,
-                                  flush=args.flush):
+                                  flush=args.flush, now=now, pseudonyms=pz):
             emitted = format_ts(int(time.time() * 1000), alert.tz)
             out.write(orjson.dumps(alert.to_json(emitted)) + b"\n")
             n += 1
@@ -80,6 +106,61 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"rings replay: {stats.lines} sightings, {stats.bad} bad, {n} alerts",
           file=sys.stderr)
     return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """`rings replay --summary` / `--diff OTHER`: a summary (rings.backtest) instead of the
+    alerts; with --diff, the same traffic under both rule sets, compared per rule (exit 1
+    when they differ, as diff(1) does)."""
+    import contextlib
+
+    from .backtest import compare, comparison_text, summarize, summary_text
+    from .gctune import tune_for_throughput
+    from .replay import ReplayStats, replay_lines
+    from .ruleset import load_rules
+    from .watchlist import Watchlist, load_watchlist
+
+    net, rules = _load(args)
+    other = None
+    if args.diff:
+        other = load_rules(args.diff)
+        other.check_against(net)
+    wl = load_watchlist(args.watchlist, net.sites) if args.watchlist else Watchlist()
+    src = args.sightings
+    tune_for_throughput()
+
+    def on_bad(line: int, err: InvalidRecord) -> None:
+        print(f"{src}:{line}: {err.reason}: {err.detail}", file=sys.stderr)
+
+    stats = ReplayStats()
+    ids = [d.rule_id for d in rules.detectors]
+    now = _replay_now(args)
+    if other is None:
+        with _open_in(src) as f:
+            s = summarize(replay_lines(f, net, rules, wl, on_bad=on_bad, stats=stats,
+                                       flush=args.flush, now=now), ids)
+        print(f"rings replay: {stats.lines} sightings, {stats.bad} bad, {s.alerts} alerts",
+              file=sys.stderr)
+        print(summary_text(s))
+        return 0
+    # Two passes over the traffic, one after the other (standard input is read once,
+    # into memory).
+    stdin = list(sys.stdin.buffer) if src == "-" else None
+
+    def traffic() -> Any:
+        return open(src, "rb") if stdin is None else contextlib.nullcontext(stdin)
+
+    with traffic() as f, traffic() as g:
+        c = compare(replay_lines(f, net, rules, wl, on_bad=on_bad, stats=stats,
+                                 flush=args.flush, now=now),
+                    replay_lines(g, net, other, wl, flush=args.flush, now=now),
+                    ids + [d.rule_id for d in other.detectors])
+    print(f"rings replay: {stats.lines} sightings, {stats.bad} bad, {sum(c.base.values())} "
+          f"alerts under {args.rules}, {sum(c.other.values())} under {args.diff}",
+          file=sys.stderr)
+    print(comparison_text(c, f"{args.rules} (version {rules.version})",
+                          f"{args.diff} (version {other.version})"))
+    return 1 if c.only_base or c.only_other else 0
 
 
 def cmd_net_check(args: argparse.Namespace) -> int:
@@ -95,7 +176,7 @@ def cmd_net_check(args: argparse.Namespace) -> int:
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
     from .net import load_net
-    from .ruleset import load_rules
+    from .ruleset import in_order, load_rules, rule_files
 
     paths = args.paths or [str(DEFAULT_RULES)]
     net = load_net(args.net)
@@ -103,14 +184,84 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     for p in paths:
         try:
             rs = load_rules(p)
-            rs.check_against(net)
+            try:
+                rs.check_against(net)
+                errors = []
+            except SourceErrors as e:
+                errors = e.errors
+            errors += rs.never_fire(net)        # rules that can never fire on this net
+            if errors:
+                raise SourceErrors(errors)
         except (SourceError, SourceErrors) as e:
+            if isinstance(e, SourceErrors):     # as a compiler lists them
+                e = SourceErrors(in_order(e.errors, rule_files(p)))
             failed += _report(e)
             continue
         ids = ", ".join(d.rule_id for d in rs.detectors)
         plans = f", {len(rs.plans)} plans ({', '.join(rs.plans)})" if rs.plans else ""
         print(f"{p}: ok: {len(rs.detectors)} rules ({ids}){plans}, version {rs.version}")
     return 1 if failed else 0
+
+
+def cmd_rules_push(args: argparse.Namespace) -> int:
+    """Check, then publish: an invalid set never reaches the topic (and a worker would
+    refuse one that did, keeping the set it runs)."""
+    import asyncio
+
+    from streams.rules_feed import publish_bundle
+
+    from .net import load_net
+    from .rulebundle import make_bundle
+
+    net = load_net(args.net)
+    for name in ("by", "reason"):
+        if not getattr(args, name).strip():
+            _die(f"--{name} must not be empty")
+    try:
+        bundle = make_bundle(args.path, net, args.by, args.reason, int(time.time() * 1000))
+    except (SourceError, SourceErrors) as e:
+        _report(e)
+        print(f"rings rules push: refused: {args.path} has errors; nothing was pushed",
+              file=sys.stderr)
+        return 1
+    settings = _kafka(args)
+    asyncio.run(publish_bundle(settings, bundle))
+    print(f"pushed rule set {bundle['version']} ({len(bundle['rules'])} rules, "
+          f"{len(bundle['plans'])} plans) to {settings.topic('rules')}")
+    return 0
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    """Rule unit tests (rings.ruletest): exit 0 all pass, 1 a case failed, 2 a broken file."""
+    from .ruletest import run_files
+
+    paths = args.files or [str(DEFAULT_RULES / "tests")]
+    rep = run_files(paths, sys.stdout, sys.stderr, default_rules=str(DEFAULT_RULES),
+                    default_net=str(DEFAULT_NET), rules=args.rules, net=args.net,
+                    quiet=args.quiet, verbose=args.verbose)
+    return rep.exit_code
+
+
+def cmd_rules_schema(args: argparse.Namespace) -> int:
+    from .rules_schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def cmd_pseudonym(args: argparse.Namespace) -> int:
+    """The pseudonym the engine uses for a subject, under the configured key: how a command
+    centre that holds the key finds a suspect in pseudonymous alerts."""
+    from .pseudonym import from_env
+
+    pz = from_env()
+    if pz is None:
+        _die("no key: set RINGS_PSEUDONYM_KEY_FILE (or RINGS_PSEUDONYM_KEY)")
+    for key in args.subjects:
+        if ":" not in key:
+            _die(f"{key!r}: give subjects as type:id, e.g. vehicle:蒙K3X521")
+        print(f"{key}\t{pz.key(key)}")
+    return 0
 
 
 def cmd_answer_orders(args: argparse.Namespace) -> int:
@@ -231,7 +382,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _kafka(args: argparse.Namespace) -> Any:
     from streams.config import KafkaSettings
-    return KafkaSettings.from_env(getattr(args, "broker", None))
+    from streams.errors import KafkaConfigError
+    try:
+        return KafkaSettings.from_env(getattr(args, "broker", None))
+    except KafkaConfigError as e:       # RINGS_KAFKA_* (security): say what is wrong
+        _die(str(e))
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -266,11 +421,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from streams.worker import run_worker
 
     net, rules = _load(args)
+    from .pseudonym import from_env
+
     opts = WorkerOptions(partitions=args.partitions, data_dir=args.data_dir,
-                         web_port=args.web_port)
+                         web_port=args.web_port, web_host=args.web_host,
+                         pseudonyms=from_env())
     # Faust parses sys.argv itself; hand it only the program name.
     sys.argv = sys.argv[:1]
-    run_worker(_kafka(args), net, rules, opts, loglevel=args.loglevel)
+    run_worker(_kafka(args), net, rules, opts, loglevel=args.loglevel,
+               log_format=args.log_format)
     return 0
 
 
@@ -487,6 +646,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--flush", action="store_true",
                    help="at the end, let event time run on: judge the last sightings and "
                         "fire every pending deadline (the worker would wait for more input)")
+    p.add_argument("--now", metavar="TIME",
+                   help="refuse sightings beyond the rule set's event-time bounds (engine "
+                        "max_skew, max_age) around this wall-clock time (RFC 3339, epoch "
+                        "ms, or `now`), as the worker does around its clock; default: a "
+                        "recorded file has no clock, every valid time is accepted")
+    bt = p.add_mutually_exclusive_group()
+    bt.add_argument("--summary", action="store_true",
+                    help="backtest: print alerts per rule and severity, per hour of event "
+                         "time and the top subjects, instead of the alerts")
+    bt.add_argument("--diff", metavar="OTHER_RULES_DIR",
+                    help="backtest: run these rules too on the same traffic and print, per "
+                         "rule, the alerts under each and the difference, with examples "
+                         "(exit 1 if they differ)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("net", help="net files")
@@ -502,6 +674,33 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--net", default=str(DEFAULT_NET),
                    help="net the plans are checked against (default: the sample net)")
     q.set_defaults(func=cmd_rules_check)
+    q = rsub.add_parser("schema", help="print the JSON Schema of rules and plans files (for "
+                        "editors; shipped as rings/schemas/rules.schema.json)")
+    q.set_defaults(func=cmd_rules_schema)
+    q = rsub.add_parser("test", help="run rule unit tests: sightings and a watchlist in, the "
+                        "expected alerts out (exit 1 a case failed, 2 a broken test file)")
+    q.add_argument("files", nargs="*", help="test files (YAML) or directories of them "
+                                            "(default: the shipped rules/tests)")
+    q.add_argument("--rules", help="run the tests against this rules directory instead of "
+                                   "the one each file names")
+    q.add_argument("--net", help="and this net instead of the one each file names")
+    q.add_argument("-q", "--quiet", action="store_true", help="print only failing cases")
+    q.add_argument("-v", "--verbose", action="store_true",
+                   help="also print the alerts of passing cases")
+    q.set_defaults(func=cmd_rules_test)
+    q = rsub.add_parser("push", help="check a rules directory and publish it to the `rules` "
+                        "topic: running workers switch to it without a restart")
+    q.add_argument("path", help="rules directory (rules.yaml, plans.yaml, ...)")
+    q.add_argument("--net", default=str(DEFAULT_NET),
+                   help="net the workers run (default: the sample net)")
+    q.add_argument("--by", required=True, help="who pushes (kept in rules-audit)")
+    q.add_argument("--reason", required=True, help="why (kept in rules-audit)")
+    _broker(q)
+    q.set_defaults(func=cmd_rules_push)
+
+    p = sub.add_parser("pseudonym", help="the pseudonym of subjects under the configured key")
+    p.add_argument("subjects", nargs="+", metavar="TYPE:ID")
+    p.set_defaults(func=cmd_pseudonym)
 
     p = sub.add_parser("simulate", help="synthetic traffic over a net, to a file or a topic")
     _common_net(p, rules=False)
@@ -568,9 +767,16 @@ def parser() -> argparse.ArgumentParser:
     _common_net(p)
     _broker(p)
     p.add_argument("--web-port", type=int, default=6066)
+    p.add_argument("--web-host", default=os.environ.get("RINGS_WEB_HOST", "127.0.0.1"),
+                   help="address /metrics and /ready listen on (default: $RINGS_WEB_HOST or "
+                   "127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--data-dir", default=os.environ.get("RINGS_DATA_DIR", ".rings-data"))
     p.add_argument("--loglevel", default=os.environ.get("RINGS_LOGLEVEL", "info"))
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=os.environ.get("RINGS_LOG_FORMAT", "text"),
+                   help="json: one JSON object per line (ts, level, logger, message); "
+                   "default: $RINGS_LOG_FORMAT or text")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("bench", help="throughput and alert latency, side by side with peers")

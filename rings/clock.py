@@ -67,6 +67,30 @@ class Watermark:
             self._value = wm
         return self._value
 
+    def claims(self, now: float = 0.0, caught_up: Iterable[int] = ()) -> dict[int, int]:
+        """What this reader may tell the stages of each partition it owns: how far event time
+        has certainly come *in that partition*. The stages take the lowest over all
+        partitions, so per partition is enough, and it is what stays true when partitions
+        move between readers: a partition just taken over from a reader that died holds a
+        backlog older than anything this reader has seen, and claiming this reader's own
+        watermark for it made that backlog late (found by killing one of two workers).
+
+        A partition read so far claims its newest time minus the lateness; one nothing has
+        been read from yet claims nothing (the stages keep what its last owner claimed); an
+        idle one (read to its end, silent for `idle_s`) claims the watermark of the others,
+        so a quiet road does not hold the clock."""
+        done = set(caught_up)
+        value = self.value(now, done)
+        out: dict[int, int] = {}
+        for p, t in self.seen_at.items():
+            idle = p in done and now - t >= self.idle_s
+            mine = self.max_by_partition.get(p)
+            if idle:
+                out[p] = value if mine is None else max(value, mine - self.lateness_ms)
+            elif mine is not None:
+                out[p] = mine - self.lateness_ms
+        return {p: v for p, v in out.items() if v != NO_TIME}
+
 
 class SourceClock:
     """The watermark of a stage fed by several upstream partitions.

@@ -235,8 +235,12 @@ class PairStage(Stage[CoPass, Alert]):
             cps = [c for c in cps if row[0] - c[0] <= window] + [row]
             if len({c[2] for c in cps}) >= self.rule.p["sites"] and \
                     row[0] >= st.get("cd", NO_TIME):
-                st["cd"] = row[0] + window
-                out.append(self._alert(key, cps, row))
+                st["cd"] = row[0] + window          # an excepted alert rests the pair too
+                alert = self._alert(key, cps, row)
+                if self.rule.excepts(alert):
+                    self.stats.excepted += 1
+                else:
+                    out.append(alert)
         del q[:n]
         st["cp"] = cps
         if not q:
@@ -263,6 +267,8 @@ class PairStage(Stage[CoPass, Alert]):
             details={"sites": sites, "listed_severity": sev} if entry else {"sites": sites},
             rules_version=self.rules_version or None)
         alert.plan = self.rule.plan_for(alert, self.ctx.net)
+        if self.rule.tags:
+            alert.tags = self.rule.tags
         return alert
 
     def _next_action(self, st: dict[str, Any]) -> int:

@@ -18,14 +18,35 @@ from .timefmt import parse_ts
 
 MAX_ID_LEN = 256
 MAX_WITH = 64
+# Levels of objects and arrays in `attrs` (attrs itself is the first). The only free-form
+# part of a sighting that travels on (in envelopes): orjson parses 1024 levels but writes
+# only 254, so deeper attrs once passed the decoder and then failed every envelope of
+# their batch, a poison pill that stalled the ingest.
+MAX_DEPTH = 32
+# A dead letter keeps the original bytes, escaped in JSON (up to 6 bytes each) or in base64;
+# of a bigger record (refused as too-large) only the first KEEP_BYTES, so that the dead letter
+# still fits in a Kafka message (1 MiB by default). The whole one made the DLQ send fail, and
+# with it every retry of the batch.
+KEEP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_bytes: int = 64 * 1024
-    # Sightings stamped further than this from the newest event time seen are refused, so one
-    # bad clock cannot drag the watermark a year ahead (None: no bound).
+    # Event-time bounds, checked against a reference time given with each batch (`now`):
+    # the wall clock at ingest in the worker, `--now` in replay; without one, neither
+    # applies. A sighting stamped more than `max_skew_ms` ahead of it is refused as
+    # `future-ts` (a clock ahead cannot be right, and it would drag the watermark forward
+    # and make every later sighting late); one more than `max_age_ms` behind it as
+    # `too-old`. None: no bound. The rule set's `engine:` settings `max_skew` and
+    # `max_age` set both (`limits_for`).
     max_skew_ms: int | None = None
+    max_age_ms: int | None = None
+
+
+def limits_for(rules: Any, base: Limits = Limits()) -> Limits:
+    """`base` with the event-time bounds of a rule set (its `max_skew_ms`, `max_age_ms`)."""
+    return Limits(base.max_bytes, rules.max_skew_ms, rules.max_age_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +61,22 @@ class Rejected:
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reason": self.reason, "detail": self.detail}
-        try:
-            d["original"] = self.raw.decode("utf-8")
-        except UnicodeDecodeError:
+        raw = self.raw
+        cuts: tuple[int, ...] = (len(raw),)
+        if len(raw) > KEEP_BYTES:
+            d["original_size"] = len(raw)
+            raw = raw[:KEEP_BYTES]
+            # UTF-8 text stays text: cut before a character the limit splits.
+            cuts = tuple(KEEP_BYTES - k for k in range(4))
+        for n in cuts:
+            try:
+                d["original"] = raw[:n].decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                pass
+        else:
             import base64
-            d["original_b64"] = base64.b64encode(self.raw).decode("ascii")
+            d["original_b64"] = base64.b64encode(raw).decode("ascii")
         if self.source is not None:
             d["source"] = {"topic": self.source[0], "partition": self.source[1],
                            "offset": self.source[2]}
@@ -106,23 +138,81 @@ def sighting_from_obj(d: Any, sites: dict[str, Any]) -> Sighting:
             raise InvalidRecord("bad-field", f"with must be a list of at most {MAX_WITH} subjects")
         with_ = tuple(_subject(x, f"with[{n}]") for n, x in enumerate(w))
     attrs = d.get("attrs")
-    if attrs is not None and type(attrs) is not dict:
-        raise InvalidRecord("bad-field", "attrs must be an object")
+    if attrs is not None:
+        if type(attrs) is not dict:
+            raise InvalidRecord("bad-field", "attrs must be an object")
+        if _too_deep(attrs, MAX_DEPTH):
+            raise InvalidRecord("too-deep", f"attrs nests more than {MAX_DEPTH} levels of "
+                                            f"objects and arrays")
     return Sighting(sid, ts, tz, site, direction, subject, with_, attrs)
 
 
-def decode_sighting(raw: bytes, sites: dict[str, Any], limits: Limits = Limits()) -> Sighting:
-    return sighting_from_obj(parse_json(raw, limits), sites)
+def _too_deep(obj: dict[str, Any], limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `obj` (itself level 1).
+    Iterative, and nothing to walk for the usual flat attrs."""
+    for v in obj.values():
+        if type(v) is dict or type(v) is list:
+            break
+    else:
+        return False
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        x, depth = stack.pop()
+        for v in (x.values() if type(x) is dict else x):
+            if type(v) is dict or type(v) is list:
+                if depth >= limit:
+                    return True
+                stack.append((v, depth + 1))
+    return False
 
 
-def decode_sightings(raws: Iterable[bytes], sites: dict[str, Any], limits: Limits = Limits()
+def _span(ms: int) -> str:
+    for unit, size in (("days", 86_400_000), ("h", 3_600_000), ("min", 60_000)):
+        if ms >= size:
+            return f"{ms / size:.1f} {unit}"
+    return f"{ms / 1000:.1f} s"
+
+
+def check_time(s: Sighting, limits: Limits, now: int | None) -> Sighting:
+    """Refuse a sighting stamped beyond the event-time bounds around `now` (epoch ms)."""
+    if now is None:
+        return s
+    if limits.max_skew_ms is not None and s.ts - now > limits.max_skew_ms:
+        raise InvalidRecord("future-ts", f"ts is {_span(s.ts - now)} ahead of the clock, "
+                                         f"more than max_skew ({_span(limits.max_skew_ms)})")
+    if limits.max_age_ms is not None and now - s.ts > limits.max_age_ms:
+        raise InvalidRecord("too-old", f"ts is {_span(now - s.ts)} behind the clock, "
+                                       f"more than max_age ({_span(limits.max_age_ms)})")
+    return s
+
+
+def decode_sighting(raw: bytes, sites: dict[str, Any], limits: Limits = Limits(),
+                    now: int | None = None) -> Sighting:
+    """One sighting, or InvalidRecord with its reason. `now` (epoch ms): the reference time
+    of the event-time bounds in `limits` (None: not checked)."""
+    return check_time(sighting_from_obj(parse_json(raw, limits), sites), limits, now)
+
+
+def decode_sightings(raws: Iterable[bytes], sites: dict[str, Any], limits: Limits = Limits(),
+                     now: int | None = None
                      ) -> tuple[list[tuple[int, Sighting]], list[tuple[int, InvalidRecord]]]:
-    """Decode a batch; returns (index, sighting) for good records and (index, error) for bad."""
+    """Decode a batch; returns (index, sighting) for good records and (index, error) for bad.
+    `now` as for decode_sighting: the worker's ingest passes the wall clock."""
     ok: list[tuple[int, Sighting]] = []
     bad: list[tuple[int, InvalidRecord]] = []
+    # The bounds as a range of event time, so that a good sighting costs one comparison.
+    lo, hi = -(2**63), 2**63
+    if now is not None:
+        if limits.max_age_ms is not None:
+            lo = now - limits.max_age_ms
+        if limits.max_skew_ms is not None:
+            hi = now + limits.max_skew_ms
     for n, raw in enumerate(raws):
         try:
-            ok.append((n, sighting_from_obj(parse_json(raw, limits), sites)))
+            s = sighting_from_obj(parse_json(raw, limits), sites)
+            if not lo <= s.ts <= hi:
+                check_time(s, limits, now)      # raises, with the detail
+            ok.append((n, s))
         except InvalidRecord as e:
             bad.append((n, e))
         except RecursionError:

@@ -60,7 +60,9 @@ class Engine(Stage[Sighting, Alert]):
                              for t in types}
         self._outliving = {d.rule_id for d in rules.detectors if d.horizon_ms() <= 0}
         self._dedupe = rules.dedupe_ms
-        self._activating = {d.rule_id: d for d in rules.detectors if d.activation is not None}
+        # Rules whose alerts need more than a version stamp: a plan, tags, exceptions.
+        self._finishing = {d.rule_id: d for d in rules.detectors
+                           if d.activation is not None or d.tags or d.exceptions is not None}
 
     # ------------------------------------------------------------------ hooks
 
@@ -194,10 +196,28 @@ class Engine(Stage[Sighting, Alert]):
         """Stamp and count the alerts a hook added to `out` (from `start` on). Counted where
         they are made: process() releases judged alerts through advance(), so counting in
         both would count those twice."""
-        activating = self._activating
+        if self._finishing:
+            self._finish(out, start)
         for a in out[start:]:
             a.rules_version = self.rules.version
-            if a.rule in activating:
-                a.plan = activating[a.rule].plan_for(a, self.net)
             self.stats.by_rule[a.rule] = self.stats.by_rule.get(a.rule, 0) + 1
         self.stats.alerts += len(out) - start
+
+    def _finish(self, out: list[Alert], start: int) -> None:
+        """The rules' `activate:` (the plan), `tags:` and `exceptions:` (an excepted alert
+        is dropped here, the rule's state being as if it had been sent)."""
+        finishing = self._finishing
+        kept = []
+        for a in out[start:]:
+            d = finishing.get(a.rule)
+            if d is not None:
+                if d.exceptions is not None and d.exceptions.drops(a):
+                    self.stats.excepted += 1
+                    continue
+                if d.activation is not None:
+                    a.plan = d.plan_for(a, self.net)
+                if d.tags:
+                    a.tags = d.tags
+            kept.append(a)
+        if len(kept) < len(out) - start:
+            out[start:] = kept

@@ -130,6 +130,7 @@ class Alert:
     rules_version: str | None = None
     details: dict[str, Any] | None = None
     alert_id: str = ""
+    tags: tuple[str, ...] | list[str] | None = None     # the rule's `tags:`, if any
 
     def __post_init__(self) -> None:
         if not self.alert_id:
@@ -153,4 +154,6 @@ class Alert:
             d["rules_version"] = self.rules_version
         if self.details:
             d["details"] = self.details
+        if self.tags:
+            d["tags"] = list(self.tags)
         return d

@@ -16,16 +16,20 @@ from .timefmt import format_duration, parse_duration
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    kind: str                 # duration | int | float | bool | str | str-list | utc-offset
+    kind: str                 # duration | opt-duration (or null) | int | float | bool | str
+    #                           | str-list | utc-offset
     default: Any
     help: str
     min: float | None = None
     choices: tuple[str, ...] | None = None
+    why: str | None = None    # why a value below `min` cannot work (said in the error)
 
     def parse(self, value: Any) -> Any:
         """Return the typed value (ms for durations) or raise ValueError with a user message."""
         k = self.kind
-        if k == "duration":
+        if k == "opt-duration" and value is None:
+            return None                 # null: no bound
+        if k in ("duration", "opt-duration"):
             v = parse_duration(value)
         elif k == "int":
             if isinstance(value, bool) or not isinstance(value, int):
@@ -58,8 +62,10 @@ class Param:
         else:  # pragma: no cover - a programming error, not user input
             raise AssertionError(k)
         if self.min is not None and isinstance(v, (int, float)) and v < self.min:
-            shown = format_duration(int(self.min)) if k == "duration" else f"{self.min:g}"
-            raise ValueError(f"{self.name} must be at least {shown}")
+            shown = format_duration(int(self.min)) if k.endswith("duration") else \
+                f"{self.min:g}"
+            why = f": {self.why}" if self.why else ""
+            raise ValueError(f"{self.name} must be at least {shown}{why}")
         return v
 
     def default_value(self) -> Any:

@@ -16,7 +16,7 @@ from .errors import RuleError
 from .models import SEVERITIES, SEVERITY_RANK, Alert
 from .net import Net
 from .timefmt import parse_duration
-from .yamlsrc import LDict, LList
+from .yamlsrc import LDict, LList, unknown_keys
 
 SITE_TYPES = ("checkpoint", "bayonet")
 PLAN_KEYS = ("id", "description", "scope", "types", "action", "respond", "close", "lasts",
@@ -281,12 +281,7 @@ def parse_activation(v: Any, file: str, pos: tuple[int, int], err: Any) -> Activ
         err("`activate` must be a plan id or a mapping with `plan` (and optionally "
             "min_severity, min_listed, innermost)", file, pos)
         return None
-    ok = True
-    for k in v:
-        if k not in ACTIVATE_KEYS:
-            err(f"unknown key {k!r} in `activate` (expected: {', '.join(ACTIVATE_KEYS)})",
-                file, v.where(k))
-            ok = False
+    ok = unknown_keys(v, ACTIVATE_KEYS, "`activate`", file, err)
     plan = v.get("plan")
     if not isinstance(plan, str) or not plan:
         err("`activate` needs `plan`: the id of a plan", file,

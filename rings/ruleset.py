@@ -17,14 +17,18 @@ from typing import Any
 import orjson
 
 from .detectors import REGISTRY, Detector
+from .detectors.base import Exceptions
 from .errors import RuleError, SourceErrors
-from .models import SEVERITIES
+from .models import SEVERITIES, SEVERITY_RANK, SUBJECT_TYPES
 from .net import Net
 from .params import Param
 from .plans import Plan, parse_activation, parse_plans
-from .yamlsrc import LDict, LList, load_yaml_file
+from .yamlsrc import LDict, LList, load_yaml_file, unknown_keys
 
-RESERVED = ("id", "kind", "enabled", "severity", "description", "tags", "activate")
+TOP_KEYS = ("engine", "rules", "plans", "version")
+RESERVED = ("id", "kind", "enabled", "severity", "description", "tags", "activate",
+            "exceptions")
+EXCEPTION_KEYS = ("subjects", "sites")
 ENGINE_PARAMS = (
     Param("lateness", "duration", "2m",
           "how late (event time) a sighting may arrive and still count as in order", min=0),
@@ -32,6 +36,12 @@ ENGINE_PARAMS = (
           "how long a sighting id is remembered to refuse duplicates", min=0),
     Param("utc_offset", "utc-offset", "Z",
           "the UTC offset of the wall-clock times plans write (orders, status, audit)"),
+    # Event-time bounds around the clock at ingest (rings.decode.Limits; replay: `--now`).
+    Param("max_skew", "opt-duration", "1d",
+          "a sighting stamped further ahead of the worker's clock is refused as future-ts",
+          min=0),
+    Param("max_age", "opt-duration", None,
+          "a sighting stamped further behind the worker's clock is refused as too-old", min=0),
 )
 
 
@@ -44,16 +54,44 @@ class RuleSet:
     files: list[str] = field(default_factory=list)
     plans: dict[str, Plan] = field(default_factory=dict)
     utc_offset_min: int = 0
+    max_skew_ms: int | None = 86_400_000    # engine.max_skew, max_age (None: no bound)
+    max_age_ms: int | None = None
 
     def by_id(self, rule_id: str) -> Detector | None:
         return next((d for d in self.detectors if d.rule_id == rule_id), None)
 
     def check_against(self, net: Net) -> None:
         """Raise SourceErrors for what only the net can show (plans naming unknown rings
-        or sites, plans that would order nothing)."""
+        or sites, plans that would order nothing, exceptions naming unknown sites)."""
         errors = [e for p in self.plans.values() for e in p.check_against(net)]
+        for d in self.detectors:
+            x = d.exceptions
+            for site in sorted(x.sites if x is not None else ()):
+                if site not in net.sites:
+                    errors.append(RuleError(
+                        f"rule {d.rule_id!r}: `exceptions` names unknown site {site!r} (not "
+                        f"a site of net {net.name!r})", x.file, *x.where.get("site:" + site,
+                                                                   (None, None))))
         if errors:
             raise SourceErrors(errors)
+
+    def never_fire(self, net: Net) -> list[RuleError]:
+        """Rules that can never fire on this net (`rings rules check` reports them as
+        errors; the worker and replay still run such a rule set: the default rules must run
+        on any net, though some of them need rings or approach bayonets to ever fire)."""
+        errors = []
+        for d in self.detectors:
+            for key, msg in d.check_net(net):
+                pos = d.where.get(key or "", d.where.get("", (None, None)))
+                errors.append(RuleError(f"rule {d.rule_id!r}: {msg}", d.file, *pos))
+        return errors
+
+
+def in_order(errors: list[RuleError], files: list[str]) -> list[RuleError]:
+    """Errors in the order of the files, then of their positions (as a compiler lists
+    them)."""
+    rank = {f: i for i, f in enumerate(files)}
+    return sorted(errors, key=lambda e: (rank.get(e.file, len(rank)), e.line or 0, e.col or 0))
 
 
 def rule_files(path: str) -> list[str]:
@@ -95,7 +133,7 @@ def build_rules(docs: list[tuple[str, Any]]) -> RuleSet:
             continue
         canon.append(_plain(doc))
         for k in doc:
-            if k not in ("rules", "engine", "version", "plans"):
+            if k not in TOP_KEYS:
                 err(f"unknown top-level key {k!r} (expected rules, plans, engine)", file,
                     doc.where(k))
         if "plans" in doc:
@@ -142,7 +180,8 @@ def build_rules(docs: list[tuple[str, Any]]) -> RuleSet:
         raise SourceErrors(errors)
     version = hashlib.sha256(orjson.dumps(canon, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
     return RuleSet(detectors, engine["lateness"], engine["dedupe_window"], version,
-                   [f for f, _ in docs], plans, engine["utc_offset"])
+                   [f for f, _ in docs], plans, engine["utc_offset"], engine["max_skew"],
+                   engine["max_age"])
 
 
 def _build_rule(r: LDict, file: str, pos: tuple[int, int], err: Any,
@@ -171,6 +210,17 @@ def _build_rule(r: LDict, file: str, pos: tuple[int, int], err: Any,
     if severity is not None and severity not in SEVERITIES:
         err(f"`severity` must be one of {', '.join(SEVERITIES)}", file, r.where("severity", True))
         ok = False
+    if "description" in r and not isinstance(r["description"], str):
+        err("`description` must be text", file, r.where("description", True))
+        ok = False
+    tags = r.get("tags", [])
+    if not isinstance(tags, list) or any(not isinstance(t, str) or not t for t in tags):
+        err("`tags` must be a list of non-empty strings", file, r.where("tags", True))
+        ok = False
+    exceptions = None
+    if "exceptions" in r:
+        exceptions = _parse_exceptions(r["exceptions"], file, r.where("exceptions", True), err)
+        ok = ok and exceptions is not False
     specs = {p.name: p for p in cls.params}
     values: dict[str, Any] = {p.name: p.default_value() for p in cls.params}
     for k, v in r.items():
@@ -192,11 +242,81 @@ def _build_rule(r: LDict, file: str, pos: tuple[int, int], err: Any,
     if "activate" in r:
         activation = parse_activation(r["activate"], file, r.where("activate", True), err)
         ok = ok and activation is not None
-    if not ok or not enabled:
+    if not ok:
         return None
     d = cls(rid, values, severity)
+    d.file = file
+    d.where = {k: r.where(k, True) for k in r}
+    d.where[""] = r.where("id", True)
+    # Values that are each valid but together (or for this kind) can never fire.
+    for key, msg in d.check_params():
+        err(msg, file, d.where.get(key or "", d.where[""]))
+        ok = False
+    if activation is not None and isinstance(r["activate"], LDict):
+        ok = _check_activation(d, activation, r["activate"], file, err) and ok
+    if not ok or not enabled:
+        return None
     d.activation = activation
+    d.exceptions = exceptions or None
+    d.tags = tuple(tags)
     return d
+
+
+def _check_activation(d: Detector, a: Any, where: LDict, file: str, err: Any) -> bool:
+    """An `activate:` condition the rule's alerts can never meet is an error."""
+    ok = True
+    said = (d.severity_override,) if d.severity_override else d.severities
+    top = max(said, key=SEVERITY_RANK.__getitem__)
+    if a.min_severity is not None and SEVERITY_RANK[a.min_severity] > SEVERITY_RANK[top]:
+        why = "its `severity` is" if d.severity_override else f"{d.kind} alerts are at most"
+        err(f"`min_severity` {a.min_severity} can never be met: {why} {top}", file,
+            where.where("min_severity", True))
+        ok = False
+    if a.min_listed is not None and not d.listed:
+        err(f"`min_listed` can never be met: {d.kind} alerts do not carry the subject's "
+            "watchlist severity", file, where.where("min_listed", True))
+        ok = False
+    return ok
+
+
+def _parse_exceptions(v: Any, file: str, pos: tuple[int, int], err: Any
+                      ) -> Exceptions | None | bool:
+    """A rule's `exceptions:`: an Exceptions, None if it excepts nothing, False if bad."""
+    if not isinstance(v, LDict):
+        err("`exceptions` must be a mapping with `subjects` (keys like vehicle:蒙K00001) "
+            "and/or `sites` (site ids)", file, pos)
+        return False
+    ok = unknown_keys(v, EXCEPTION_KEYS, "`exceptions`", file, err)
+    found: dict[str, list[str]] = {}
+    where: dict[str, tuple[int, int]] = {}
+    for k in EXCEPTION_KEYS:
+        items = v.get(k, [])
+        if not isinstance(items, LList) and items != []:
+            err(f"`{k}` must be a list", file, v.where(k, True))
+            ok = False
+            continue
+        for i, x in enumerate(items):
+            at = items.where(i) if isinstance(items, LList) else pos
+            if k == "sites":
+                if not isinstance(x, str) or not x:
+                    err("a site in `exceptions` must be a site id", file, at)
+                    ok = False
+                    continue
+                where["site:" + x] = at
+            else:
+                t, _, i_ = x.partition(":") if isinstance(x, str) else ("", "", "")
+                if t not in SUBJECT_TYPES or not i_:
+                    err(f"a subject in `exceptions` must be a subject key `type:id` (type one "
+                        f"of {', '.join(SUBJECT_TYPES)}), like vehicle:蒙K00001", file, at)
+                    ok = False
+                    continue
+            found.setdefault(k, []).append(x)
+    if not ok:
+        return False
+    if not found:
+        return None
+    return Exceptions(frozenset(found.get("subjects", ())), frozenset(found.get("sites", ())),
+                      file, where)
 
 
 def _plain(v: Any) -> Any:

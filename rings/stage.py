@@ -46,6 +46,7 @@ class Stats:
     expired: int = 0
     alerts: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
+    excepted: int = 0          # alerts dropped by their rule's `exceptions:`
 
 
 class Stage(Generic[T, O]):

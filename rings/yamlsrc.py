@@ -98,7 +98,12 @@ def load_yaml_text(text: str, name: str = "<input>") -> Any:
         raise
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        msg = " ".join(p for p in (e.context, e.problem) if p) or "invalid YAML"
+        context = e.context
+        cm = e.context_mark
+        if context and cm is not None and mark is not None and cm.line != mark.line:
+            # Where the unfinished construct began, often the line to fix.
+            context += f" (begun at line {cm.line + 1}, column {cm.column + 1})"
+        msg = ": ".join(p for p in (context, e.problem) if p) or "invalid YAML"
         if mark is None:
             raise SourceError(f"YAML syntax error: {msg}", name) from None
         raise SourceError(f"YAML syntax error: {msg}", name, mark.line + 1,
@@ -118,3 +123,14 @@ def load_yaml_file(path: str) -> Any:
     except UnicodeDecodeError:
         raise SourceError("not UTF-8 text", path) from None
     return load_yaml_text(text, path)
+
+
+def unknown_keys(d: LDict, allowed: tuple[str, ...], what: str, file: str, err: Any) -> bool:
+    """Report every key of `d` not in `allowed` (`err(msg, file, pos)`); True if none."""
+    ok = True
+    for k in d:
+        if k not in allowed:
+            err(f"unknown key {k!r} in {what} (expected: {', '.join(allowed)})", file,
+                d.where(k))
+            ok = False
+    return ok

@@ -26,8 +26,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rings.clock import SourceClock
 from rings.convoy import CoPass, PairStage, SiteStage
+from rings.decode import limits_for
 from rings.detectors import Context
 from rings.engine import NO_TIME, Engine
+from rings.decode import watch_entry_from_obj
 from rings.errors import InvalidRecord
 from rings.gctune import collect_now
 from rings.models import Alert, Sighting
@@ -36,12 +38,14 @@ from rings.ruleset import RuleSet
 from rings.timefmt import format_ts
 from rings.watchlist import RawWatchlist
 
-from .config import ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, WATCHLIST, KafkaSettings
+from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, PSEUDO_WATCHLIST,
+                     WATCHLIST, KafkaSettings)
 from .changelog import ChangelogWriter, PartitionKV
 from .envelope import Envelope, partition_for
 from .ingest import IngestService
 from .lockdown import Lockdown
-from .metrics import Metrics
+from .rules_feed import RulesFeed
+from .metrics import Metrics, consumer_lags, state_keys
 
 log = logging.getLogger("rings.worker")
 
@@ -53,6 +57,7 @@ class WorkerOptions:
     data_dir: str = "./.rings-data"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
+    pseudonyms: Any = None              # rings.pseudonym.Pseudonymizer: ids replaced at ingest
 
 
 # Per partition of a state table. Faust's defaults (64 MB write buffers, three of them, and a
@@ -87,12 +92,16 @@ class ExternalGlobalTable(faust.GlobalTable):
                 self.on_change(event.message.key)
 
 
-def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions
-              ) -> tuple[faust.App, Metrics]:
+def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
+              rules_offset: int | None = None) -> tuple[faust.App, Metrics]:
+    """The worker's app. With `rules_offset`, it follows the `rules` topic from there and
+    switches to each rule set pushed (see `apply_rules`)."""
     app_id = settings.topic("rings")
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.broker}",
+        # SASL/TLS for Faust's consumer and producer, and the topic creation they do
+        broker_credentials=settings.faust_credentials(),
         store="rocksdb://",
         datadir=opts.data_dir,
         web_port=opts.web_port,
@@ -113,7 +122,13 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     )
     metrics = Metrics()
     metrics.rules_version.labels(rules.version).set(1)
-    convoys = [d for d in rules.detectors if d.mode == "stage"]
+    metrics.init_plans(rules.plans)
+    # The rule set in force; replaced whole by a push (hot reload). Stages read it when they
+    # are built, so a new set takes effect at the next envelope of each partition.
+    current = [rules]
+
+    def convoys() -> list[Any]:
+        return [d for d in current[0].detectors if d.mode == "stage"]
 
     def raw_topic(name: str, **kw: Any) -> Any:
         return app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
@@ -138,8 +153,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                        value_serializer="raw")
     # Every worker needs the whole watchlist: a global table reads all partitions of the
     # compacted contract topic itself (no changelog of its own).
-    watch_table = app.GlobalTable(settings.topic(WATCHLIST), schema=raw, key_type=bytes,
-                                  value_type=bytes, changelog_topic=raw_topic(WATCHLIST),
+    # With pseudonymisation the table reads a copy of the watchlist keyed by pseudonyms
+    # (made below), so no raw identifier reaches this worker's state.
+    pz = opts.pseudonyms
+    watch_name = WATCHLIST if pz is None else PSEUDO_WATCHLIST
+    watch_table = app.GlobalTable(settings.topic(watch_name), schema=raw, key_type=bytes,
+                                  value_type=bytes, changelog_topic=raw_topic(watch_name),
                                   partitions=opts.partitions,
                                   synchronize_all_active_partitions=True,
                                   # Apply each update at once: with the default (1000) a
@@ -166,6 +185,31 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         return None
 
     watchlist = RawWatchlist(watch_raw, net.sites, on_invalid)
+
+    if pz is not None:
+        pseudo_topic = raw_topic(PSEUDO_WATCHLIST)
+
+        async def pseudonymise_watchlist(stream: Any) -> None:
+            """`watchlist` -> its pseudonymous copy: the same entries and tombstones, each
+            subject id replaced by its keyed pseudonym (the ingest does the same to
+            sightings). An invalid entry is dropped here, counted, and never stored."""
+            async for event in stream.events():
+                m = event.message
+                try:
+                    if m.value is None:
+                        if m.key:
+                            await pseudo_topic.send(key=pz.key(m.key.decode()).encode(),
+                                                    value=None)
+                        continue
+                    entry = watch_entry_from_obj(orjson.loads(m.value), net.sites)
+                    d = orjson.loads(m.value)
+                    d["subject"]["id"] = pz.subject(entry.subject).id
+                    await pseudo_topic.send(key=pz.key(entry.subject.key).encode(),
+                                            value=orjson.dumps(d))
+                except (InvalidRecord, orjson.JSONDecodeError, UnicodeDecodeError) as e:
+                    reason = e.reason if isinstance(e, InvalidRecord) else "bad-json"
+                    on_invalid("", InvalidRecord(reason))
+        app.agent(raw_topic(WATCHLIST), name="watchlist-pseudonyms")(pseudonymise_watchlist)
     watch_table.on_change = lambda k: watchlist.changed(k.decode(errors="replace")) \
         if k is not None else None
     ctx = Context(net, watchlist)
@@ -296,7 +340,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     async def on_subjects(p: int, env: Envelope) -> None:
         if p not in subjects:
             kv = kv_for(subject_state, p)
-            subjects[p] = (Engine(net, rules, watchlist, kv),
+            subjects[p] = (Engine(net, current[0], watchlist, kv),
                            SourceClock(kv, "~src", opts.source_partitions))
         eng, clock = subjects[p]
         before = (eng.stats.duplicates, eng.stats.late)
@@ -310,11 +354,11 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     @stage_agent(by_site, "sites", site_state)
     async def on_sites(p: int, env: Envelope) -> None:
-        if not convoys:
+        if not convoys():
             return
         if p not in sites:
             kv = kv_for(site_state, p)
-            sites[p] = ([SiteStage(ctx, d, kv) for d in convoys],
+            sites[p] = ([SiteStage(ctx, d, kv) for d in convoys()],
                         SourceClock(kv, "~src", opts.source_partitions))
         stages, clock = sites[p]
         wm = clock.update(env.src)
@@ -335,11 +379,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     @stage_agent(by_pair, "pairs", pair_state)
     async def on_pairs(p: int, env: Envelope) -> None:
-        if not convoys:
+        if not convoys():
             return
         if p not in pairs:
             kv = kv_for(pair_state, p)
-            pairs[p] = ({d.rule_id: PairStage(ctx, d, kv, rules.version) for d in convoys},
+            pairs[p] = ({d.rule_id: PairStage(ctx, d, kv, current[0].version)
+                         for d in convoys()},
                         SourceClock(kv, "~src", opts.partitions))
         stages, clock = pairs[p]
         wm = clock.update(env.src)
@@ -368,6 +413,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     lockdown = Lockdown(app, settings, net, rules, metrics, changelog, raw_topic,
                         lambda alerts: emit(alerts, None, False), kv_for)
     ingest_ref: list[IngestService] = []
+    metrics.watch(lambda: state_keys(subject_state),
+                  lambda: consumer_lags(app, ingest_ref[0] if ingest_ref else None))
 
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
@@ -384,10 +431,39 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     class Ingest(IngestService):
         def __init__(self, **kw: Any) -> None:
-            super().__init__(settings, net, rules.lateness_ms, opts.partitions,
+            super().__init__(settings, net, current[0].lateness_ms, opts.partitions,
                              group_id=f"{app_id}-ingest", metrics=metrics,
-                             by_site=bool(convoys), **kw)
+                             limits=limits_for(current[0]),     # max_skew, max_age
+                             # always: a rule set pushed later may enable convoy
+                             by_site=True, pseudonyms=pz, **kw)
             ingest_ref.append(self)
 
     app.service(Ingest)
+
+    def apply_rules(new: RuleSet, bundle: dict[str, Any]) -> None:
+        """Switch to a pushed rule set. Between envelopes (no await here): the stages are
+        dropped and rebuilt on their next envelope with the new rules, on the same state,
+        exactly as after a rebalance; rule state is kept by rule id, so a changed threshold
+        applies to the windows already open."""
+        old = current[0]
+        if new.version == old.version:
+            return
+        current[0] = new
+        subjects.clear()
+        sites.clear()
+        pairs.clear()
+        lockdown.set_rules(new)
+        metrics.init_plans(new.plans)
+        if ingest_ref:
+            ingest_ref[0].wm.lateness_ms = new.lateness_ms
+            ingest_ref[0].limits = limits_for(new, ingest_ref[0].limits)
+        metrics.rules_version.remove(old.version)
+        metrics.rules_version.labels(new.version).set(1)
+        metrics.rules_reloads.labels("applied").inc()
+        log.info("rule set %s applied (was %s), pushed by %s at %s", new.version, old.version,
+                 bundle.get("by"), bundle.get("pushed"))
+
+    if rules_offset is not None:
+        app.service(RulesFeed(settings, net, rules_offset, apply_rules,
+                              lambda: metrics.rules_reloads.labels("refused").inc()))
     return app, metrics

@@ -24,6 +24,7 @@ noisy, so ratios say more than absolute numbers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -426,7 +427,7 @@ def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfi
     deadline = time.monotonic() + cfg.timeout
     ensure_broker(settings, explicit_broker, say)
     run_id = f"bench-{int(time.time())}-{os.getpid()}-"
-    bs = KafkaSettings(settings.broker, settings.prefix + run_id, settings.client_options)
+    bs = dataclasses.replace(settings, prefix=settings.prefix + run_id)
     lat_s = cfg.latency_seconds if cfg.latency_seconds is not None else \
         max(3.0, min(20.0, cfg.events / cfg.latency_rate / 2))
     now_ms = int(time.time() * 1000)

@@ -62,7 +62,8 @@ AIOKAFKA_MAX_RECORDS = 10_000
 
 # The aiokafka options a child process can honour: plain strings that cross a process
 # boundary and that Faust's credentials and librdkafka both express. An ssl_context
-# cannot be handed to another process; SSL in the children uses the system's CAs.
+# cannot be handed to another process: the children build their own from the same TLS files
+# (settings.tls_files, from RINGS_KAFKA_CA_FILE etc.; none: the system's CAs).
 PORTABLE_OPTIONS = frozenset(
     {"security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password"})
 
@@ -187,12 +188,14 @@ async def _aiokafka_rate(settings: KafkaSettings, name: str, n: int) -> float:
 def _portable_options(settings: KafkaSettings) -> dict[str, str]:
     """The client options for a child. Refuses what a child could not honour rather than
     let it connect otherwise than the engine does."""
-    bad = sorted(k for k, v in settings.client_options.items()
+    options = {k: v for k, v in settings.client_options.items() if k != "ssl_context"}
+    bad = sorted(k for k, v in options.items()
                  if k not in PORTABLE_OPTIONS or not isinstance(v, str))
     if bad:
         raise BenchPeerError(f"client options {', '.join(bad)} cannot be passed to the Faust "
                              f"and Quix peers (only {', '.join(sorted(PORTABLE_OPTIONS))})")
-    return dict(settings.client_options)
+    options.update({f"tls_{k}": v for k, v in settings.tls_files.items()})   # ca, cert, key
+    return options
 
 
 def _run_peer(peer: str, settings: KafkaSettings, topic: str, n: int, timeout: float) -> float:
@@ -268,22 +271,24 @@ async def _delete_internal_topics(settings: KafkaSettings, group: str) -> None:
 
 def _faust_child(spec: dict[str, Any]) -> dict[str, float]:
     """A bare Faust agent with default settings, stopped by SIGTERM to itself at n."""
-    import ssl
-
     import faust
+    from aiokafka.helpers import create_ssl_context
     from faust.worker import Worker
 
     options = spec["options"]
     protocol = options.get("security_protocol", "PLAINTEXT").upper()
+    tls = create_ssl_context(cafile=options.get("tls_ca"), certfile=options.get("tls_cert"),
+                             keyfile=options.get("tls_key")) if protocol.endswith("SSL") \
+        else None
     credentials: Any = None
     if protocol.startswith("SASL"):
         credentials = faust.SASLCredentials(
             username=options.get("sasl_plain_username"),
             password=options.get("sasl_plain_password"),
             mechanism=options.get("sasl_mechanism", "PLAIN"),
-            ssl_context=ssl.create_default_context() if protocol == "SASL_SSL" else None)
+            ssl_context=tls)
     elif protocol == "SSL":
-        credentials = faust.SSLCredentials(ssl.create_default_context())
+        credentials = faust.SSLCredentials(tls)
     app = faust.App(
         spec["group"],
         broker=[f"kafka://{b}" for b in spec["broker"].split(",")],
@@ -329,7 +334,10 @@ def _quix_child(spec: dict[str, Any]) -> dict[str, float]:
         security_protocol=options.get("security_protocol", "PLAINTEXT").lower(),
         sasl_mechanism=options.get("sasl_mechanism"),
         sasl_username=options.get("sasl_plain_username"),
-        sasl_password=options.get("sasl_plain_password"))
+        sasl_password=options.get("sasl_plain_password"),
+        ssl_ca_location=options.get("tls_ca"),
+        ssl_certificate_location=options.get("tls_cert"),
+        ssl_key_location=options.get("tls_key"))
     app = Application(
         broker_address=connection, consumer_group=spec["group"], auto_offset_reset="earliest",
         state_dir=spec["dir"], loglevel="INFO")

@@ -14,6 +14,7 @@ printed beside the alerts, and the final status (times, or the overdue sites) at
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -249,9 +250,10 @@ def _start_checkpoints(settings: KafkaSettings, rules_dir: str, stop: threading.
 
 
 def run_demo(args: Any) -> int:
+    settings = KafkaSettings.from_env()     # RINGS_KAFKA_* (security) checked before anything
     broker = args.broker or os.environ.get("RINGS_BROKER") or _local_broker()
     prefix = os.environ.get("RINGS_TOPIC_PREFIX") or f"demo-{int(time.time())}-"
-    settings = KafkaSettings(broker=broker, prefix=prefix)
+    settings = dataclasses.replace(settings, broker=broker, prefix=prefix)
     env = {**os.environ, "RINGS_BROKER": broker, "RINGS_TOPIC_PREFIX": prefix}
     tmp = tempfile.mkdtemp(prefix="rings-demo-")
     port = _free_port()

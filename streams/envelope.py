@@ -15,6 +15,10 @@ from typing import Any
 import orjson
 
 VERSION = 2
+# Envelopes larger than this are sent in parts: the broker refuses messages over 1 MiB by
+# default, and rows of sightings up to 64 KiB each, all of one partition read in one fetch,
+# made one envelope of many MiB that failed its batch again at every retry.
+MAX_BYTES = 512 * 1024
 
 
 _WORDS = struct.Struct("<I")
@@ -62,6 +66,17 @@ class Envelope:
     def encode(self) -> bytes:
         return orjson.dumps({"v": VERSION, "src": {str(k): v for k, v in self.src.items()},
                              "rows": self.rows, "kts": self.kts})
+
+    def encode_parts(self, limit: int = MAX_BYTES) -> list[bytes]:
+        """The envelope as one message, or as several in order when that would be larger
+        than `limit`: all but the last carry no watermark (`src` empty), so the stage reads
+        their rows at the watermark it has, just as it reads the rows of one envelope."""
+        body = self.encode()
+        if len(body) <= limit or len(self.rows) <= 1:
+            return [body]
+        h = len(self.rows) // 2
+        return (Envelope({}, self.rows[:h], self.kts[:h]).encode_parts(limit)
+                + Envelope(self.src, self.rows[h:], self.kts[h:]).encode_parts(limit))
 
     @staticmethod
     def decode(raw: bytes) -> "Envelope":

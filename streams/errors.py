@@ -9,3 +9,7 @@ class StreamsError(RingsError):
 
 class BrokerUnavailable(StreamsError):
     """The broker could not be reached within the deadline."""
+
+
+class KafkaConfigError(StreamsError):
+    """The Kafka connection settings (RINGS_KAFKA_*) are invalid or incomplete."""

@@ -23,6 +23,7 @@ from rings.clock import Watermark
 from rings.engine import NO_TIME
 from rings.decode import Limits, Rejected, decode_sightings
 from rings.net import Net
+from rings.pseudonym import Pseudonymizer
 
 from .config import BY_SITE, BY_SUBJECT, SIGHTINGS, SIGHTINGS_DLQ, KafkaSettings
 from .envelope import Envelope, partition_for
@@ -37,7 +38,8 @@ SITE_HOLD_S = 0.25      # seconds rows wait for the site stage (see handle)
 class IngestService(Service):
     def __init__(self, settings: KafkaSettings, net: Net, lateness_ms: int, partitions: int,
                  group_id: str, metrics: Metrics, *, by_site: bool, max_records: int = 5000,
-                 tick_ms: int = 100, limits: Limits = Limits(), **kw: Any) -> None:
+                 tick_ms: int = 100, limits: Limits = Limits(),
+                 pseudonyms: Pseudonymizer | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         # internal topic -> (partitioned by, vehicles only)
         self.targets: dict[str, tuple[str, bool]] = {
@@ -53,12 +55,13 @@ class IngestService(Service):
         self.tick_ms = tick_ms
         self.limits = limits
         self.wm = Watermark(lateness_ms)
+        self.pseudonyms = pseudonyms
         hold = {BY_SUBJECT: 0.0, BY_SITE: SITE_HOLD_S}
         self._hold_s = {settings.topic(t): hold[t] for t in (BY_SUBJECT, BY_SITE)
                         if settings.topic(t) in self.targets}
         self._held: dict[str, dict[int, tuple[list, list]]] = {t: {} for t in self.targets}
         self._sent_at = {t: 0.0 for t in self.targets}
-        self._sent_wm: dict[str, int | None] = {t: None for t in self.targets}
+        self._sent_wm: dict[str, dict[int, int] | None] = {t: None for t in self.targets}
         self._tick_at = {t: 0.0 for t in self.targets}
         self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
         self._site_partition: dict[str, int] = {}    # murmur2 in Python is slow; sites few
@@ -68,6 +71,7 @@ class IngestService(Service):
         self.ingested = 0
         self.rejected = 0
         self.started_consuming = False
+        self.lag: dict[tuple[str, int], int] = {}    # (topic, partition): records unread
 
     async def on_start(self) -> None:
         s = self.settings
@@ -128,10 +132,15 @@ class IngestService(Service):
         idle; one with unread data holds event time back however long it waits."""
         assert self.consumer is not None
         out = []
+        lag = {}
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
-            if hw is not None and await self.consumer.position(tp) >= hw:
-                out.append(tp.partition)
+            if hw is not None:
+                pos = await self.consumer.position(tp)
+                lag[(tp.topic, tp.partition)] = max(0, hw - pos)  # rings_consumer_lag_records
+                if pos >= hw:
+                    out.append(tp.partition)
+        self.lag = lag
         return out
 
     async def handle(self, batch: dict[TopicPartition, list]) -> None:
@@ -144,9 +153,12 @@ class IngestService(Service):
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         per_site: dict[str, int] = {}        # counted per batch: a label lookup each is slow
         site_part = self._site_partition
+        # The reference of the rule set's event-time bounds (future-ts, too-old): this
+        # worker's clock as it reads the batch.
+        now_ms = int(time.time() * 1000)
         for tp, msgs in batch.items():
             raws = [m.value if m.value is not None else b"" for m in msgs]
-            ok, bad = decode_sightings(raws, sites, self.limits)
+            ok, bad = decode_sightings(raws, sites, self.limits, now_ms)
             for i, err in bad:
                 m = msgs[i]
                 rej = Rejected(raws[i], err.reason, err.detail, m.key,
@@ -157,7 +169,10 @@ class IngestService(Service):
                 self.metrics.dlq.labels(err.reason).inc()
             self.rejected += len(bad)
             now = time.monotonic()
+            pz = self.pseudonyms
             for i, s in ok:
+                if pz is not None:
+                    s = pz.sighting(s)          # before anything is kept or sent on
                 self.wm.observe(tp.partition, s.ts, now)
                 row = s.to_row()
                 kts = msgs[i].timestamp
@@ -179,12 +194,13 @@ class IngestService(Service):
             offsets[tp] = OffsetAndMetadata(msgs[-1].offset + 1, "")
         for site_id, n in per_site.items():
             site = sites[site_id]
-            self.metrics.sightings.labels(site.type, site.ring or "").inc(n)
+            self.metrics.sightings.labels(site.type, site.ring or "off-ring").inc(n)
         now = time.monotonic()
         owned = [tp.partition for tp in self.consumer.assignment()]
         self.wm.assign(owned, now)
-        wm = self.wm.value(now, await self._caught_up())
-        src = {p: wm for p in owned}
+        caught_up = await self._caught_up()
+        wm = self.wm.value(now, caught_up)
+        src = self.wm.claims(now, caught_up)
         # Rows wait in `_held` until their topic's envelopes go out. The subject stage gets
         # them at once (its arrival rules answer in milliseconds); the site stage, ordered
         # only and judged after the lateness anyway, every SITE_HOLD_S: its state per site
@@ -204,15 +220,15 @@ class IngestService(Service):
             # A tick tells every partition the time, rows or not; at most every TICK_S (a
             # tick per fetch flooded the stage agents with envelopes, each a Faust message
             # and a changelog write).
-            tick = wm != self._sent_wm[topic] and now - self._tick_at[topic] >= TICK_S
+            tick = src != self._sent_wm[topic] and now - self._tick_at[topic] >= TICK_S
             for p in (range(self.partitions) if tick else list(held)):
                 rows, stamps = held.get(p, ([], []))
-                env = Envelope(src, rows, stamps)
-                futures.append(await self.producer.send(topic, env.encode(), partition=p))
+                for part in Envelope(src, rows, stamps).encode_parts():
+                    futures.append(await self.producer.send(topic, part, partition=p))
             held.clear()
             self._sent_at[topic] = now
             if tick:
-                self._sent_wm[topic] = wm
+                self._sent_wm[topic] = src
                 self._tick_at[topic] = now
         if futures:
             await asyncio.gather(*futures)

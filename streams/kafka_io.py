@@ -7,6 +7,7 @@ against any broker, including one the worker is not attached to.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from typing import BinaryIO, Iterable
@@ -33,23 +34,48 @@ def subject_key_of(line: bytes) -> bytes | None:
     return None
 
 
+class _AuthFailures(logging.Handler):
+    """Catches the SASL refusals aiokafka only logs (it then raises a bare "Unable to
+    bootstrap"), so that a wrong password is reported as such, at once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "SaslAuthenticationFailed" in msg or "UnsupportedSaslMechanism" in msg:
+            self.seen = msg.split(": ", 1)[-1]
+
+
 async def wait_for_broker(settings: KafkaSettings, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker,
-                                    request_timeout_ms=5000, **settings.client_options)
-        try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
-            last = e
-            await asyncio.sleep(0.5)
-        finally:
-            await admin.close()
-    raise BrokerUnavailable(f"broker {settings.broker} did not answer within {timeout:.0f}s: "
-                            f"{last}")
+    auth = _AuthFailures()
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addHandler(auth)
+    try:
+        while time.monotonic() < deadline:
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker,
+                                        request_timeout_ms=5000, **settings.client_options)
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+                last = e
+                if auth.seen:           # credentials do not get better by waiting
+                    break
+                await asyncio.sleep(0.5)
+            finally:
+                await admin.close()
+    finally:
+        aiokafka_log.removeHandler(auth)
+    if auth.seen:
+        raise BrokerUnavailable(f"broker {settings.broker} refused the login "
+                                f"({settings.describe_security()}): {auth.seen}")
+    raise BrokerUnavailable(f"broker {settings.broker} did not answer within {timeout:.0f}s "
+                            f"({settings.describe_security()}): {last}")
 
 
 async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None:
@@ -106,7 +132,8 @@ async def publish_lines(settings: KafkaSettings, topic: str, lines: Iterable[byt
         await producer.start()
     except KafkaConnectionError as e:
         await producer.stop()
-        raise BrokerUnavailable(f"cannot reach broker {settings.broker}: {e}") from None
+        raise BrokerUnavailable(f"cannot reach broker {settings.broker} "
+                                f"({settings.describe_security()}): {e}") from None
     n = 0
     pending = []
     try:
@@ -137,7 +164,8 @@ async def tail(settings: KafkaSettings, topic: str, out: BinaryIO, *, from_begin
         await consumer.start()
     except KafkaConnectionError as e:
         await consumer.stop()
-        raise BrokerUnavailable(f"cannot reach broker {settings.broker}: {e}") from None
+        raise BrokerUnavailable(f"cannot reach broker {settings.broker} "
+                                f"({settings.describe_security()}): {e}") from None
     n = 0
     last = time.monotonic()
     try:

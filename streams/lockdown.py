@@ -89,6 +89,12 @@ class Lockdown:
         """After a rebalance: the inbox partition may be elsewhere now."""
         self.desk = None
 
+    def set_rules(self, rules: RuleSet) -> None:
+        """A pushed rule set: its plans apply from the next input (activations of a plan
+        that is gone run on, with the deadlines they were given)."""
+        self.rules = rules
+        self.desk = None
+
     async def trigger(self, alerts: list[Alert], emitted: str) -> None:
         """Alerts whose rule activates a plan go to the inbox (after the alerts themselves)."""
         now_ms = int(time.time() * 1000)

@@ -3,7 +3,16 @@ subjects: no plate or person id may ever become a label value."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any, Callable, Iterable, Iterator
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# No `*_created` series: a timestamp per counter and histogram child, twice the series for
+# nothing Prometheus uses (rates handle restarts through resets).
+disable_created_metrics()
 
 
 class Metrics:
@@ -11,7 +20,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.sightings = Counter("rings_sightings_total",
-                                 "Valid sightings ingested, by site type and ring of the site.",
+                                 "Valid sightings ingested, by site type (source) and ring "
+                                 "of the site (off-ring: an approach bayonet).",
                                  ["source", "ring"], registry=r)
         self.alerts = Counter("rings_alerts_total", "Alerts emitted, by rule and severity.",
                               ["rule", "severity"], registry=r)
@@ -59,5 +69,88 @@ class Metrics:
         self.plan_overdue_sites = Gauge(
             "rings_plan_overdue_sites", "Sites of active activations still missing after a "
             "deadline that has passed, by plan.", ["plan"], registry=r)
+        self.rules_reloads = Counter(
+            "rings_rules_reloads_total", "Rule sets from the rules topic: applied, or refused "
+            "as invalid for this net (the running set stays).", ["result"], registry=r)
         self.rules_version = Gauge("rings_rules_version_info", "The active rule set.",
                                    ["version"], registry=r)
+
+    def init_plans(self, plans: Iterable[str]) -> None:
+        """Every plan's series from the start (at zero), so that rates and increases see
+        the first activation, and dashboards show the plans before anything happened."""
+        for plan in plans:
+            for trigger in ("command", "rule"):
+                self.plan_activations.labels(plan, trigger)
+            self.plan_time_to_respond.labels(plan)
+            self.plan_time_to_close.labels(plan)
+            self.plan_overdue_sites.labels(plan)
+
+    def watch(self, state_subjects: Callable[[], int],
+              lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        """Gauges read when scraped from what the worker already holds (nothing scanned)."""
+        self.registry.register(_LiveGauges(state_subjects, lags))
+
+
+class _LiveGauges(Collector):
+    def __init__(self, state_subjects: Callable[[], int],
+                 lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+        self.state_subjects = state_subjects
+        self.lags = lags
+
+    def collect(self) -> Iterator[Any]:
+        g = GaugeMetricFamily(
+            "rings_state_subjects",
+            "Subjects with state in this worker's partitions of the subject stage, estimated "
+            "by RocksDB (the sum of rocksdb.estimate-num-keys over those partitions, no scan): "
+            "a few bookkeeping keys count too, and so do overwrites still in a memtable, so "
+            "it reads high, by up to tens of thousands of keys per partition.")
+        try:
+            g.add_metric([], self.state_subjects())
+        except Exception:  # noqa: BLE001 - a store closing in a rebalance: no sample now
+            pass
+        yield g
+        lag = GaugeMetricFamily(
+            "rings_consumer_lag_records",
+            "Records not yet read by this worker, per partition it consumes: the partition's "
+            "high watermark minus the consumer's position (sightings: the ingest consumer; "
+            "internal topics: the stage and plan agents, as of their last read record).",
+            labels=["topic", "partition"])
+        try:
+            rows = list(self.lags())
+        except Exception:  # noqa: BLE001
+            rows = []
+        for topic, partition, n in rows:
+            lag.add_metric([topic, str(partition)], n)
+        yield lag
+
+
+def state_keys(table: Any) -> int:
+    """RocksDB's estimate of the keys in the open partitions of a Faust table (rocksdict):
+    read from each database's statistics, no scan."""
+    return sum(db.property_int_value("rocksdb.estimate-num-keys") or 0
+               for db in list(table.data._dbs.values()))
+
+
+def consumer_lags(app: Any, ingest: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, records not yet read) for every partition this worker consumes:
+    the ingest's `sightings` partitions, and the partitions of the topics its agents read.
+    Faust keeps, per partition, the offset of the last record its agents read (right after
+    a seek: the committed offset, so this is at most one record short there)."""
+    out = [(t, p, n) for (t, p), n in (ingest.lag.items() if ingest is not None else ())]
+    try:
+        consumer = app.consumer
+        topics = {t for agent in app.agents.values()
+                  for t in getattr(agent.channel, "topics", ())}
+        read = consumer._read_offset
+        for tp in consumer.assignment():
+            if tp.topic not in topics:
+                continue
+            hw = consumer.highwater(tp)
+            if hw is None:
+                continue
+            last = read.get(tp)
+            out.append((tp.topic, tp.partition,
+                        max(0, hw - (last + 1 if last is not None else 0))))
+    except Exception:  # noqa: BLE001 - not started yet, or mid-rebalance: the ingest's only
+        pass
+    return out

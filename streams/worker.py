@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 
 from rings.gctune import tune_for_throughput
 from rings.net import Net
 from rings.ruleset import RuleSet
 
 from .app import WorkerOptions, build_app
-from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, SIGHTINGS,
-                     SIGHTINGS_DLQ, WATCHLIST, KafkaSettings)
+from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, PSEUDO_WATCHLIST,
+                     SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST, KafkaSettings)
 from .kafka_io import ensure_topics, topic_partitions, wait_for_broker
 from .lockdown import topic_specs as plan_topic_specs
+from .rules_feed import TOPICS as RULES_TOPICS
+from .rules_feed import read_latest
 
 
 def topic_specs(partitions: int) -> dict[str, dict]:
@@ -22,6 +25,7 @@ def topic_specs(partitions: int) -> dict[str, dict]:
         SIGHTINGS_DLQ: {"partitions": partitions},
         ALERTS: {"partitions": partitions},
         WATCHLIST: {"partitions": partitions, "compact": True},
+        PSEUDO_WATCHLIST: {"partitions": partitions, "compact": True},
         # Internal, created here too: Faust subscribes before it creates topics, and a
         # group whose topics do not exist yet is assigned nothing.
         BY_SUBJECT: {"partitions": partitions},
@@ -31,28 +35,50 @@ def topic_specs(partitions: int) -> dict[str, dict]:
         **{f"rings-{t}-state-changelog": {"partitions": partitions, "compact": True}
            for t in ("subject", "site", "pair")},
         **plan_topic_specs(),
+        **RULES_TOPICS,
     }
 
 
-def prepare(settings: KafkaSettings, partitions: int, timeout: float = 60.0) -> int:
-    """Wait for the broker, create missing topics; return the partitions of `sightings`."""
-    async def go() -> int:
+def prepare(settings: KafkaSettings, partitions: int, net: Net, timeout: float = 60.0
+            ) -> tuple[int, RuleSet | None, dict | None, int]:
+    """Wait for the broker, create missing topics; return the partitions of `sightings`,
+    the rule set last pushed to the `rules` topic (None if none) and where to follow it."""
+    async def go() -> tuple[int, RuleSet | None, dict | None, int]:
         await wait_for_broker(settings, timeout)
         await ensure_topics(settings, topic_specs(partitions))
-        return await topic_partitions(settings, SIGHTINGS)
+        pushed, bundle, offset = await read_latest(settings, net)
+        return await topic_partitions(settings, SIGHTINGS), pushed, bundle, offset
     return asyncio.run(go())
 
 
 def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
-               loglevel: str = "info") -> None:
-    opts.source_partitions = prepare(settings, opts.partitions)
+               loglevel: str = "info", log_format: str = "text") -> None:
+    log_config = None
+    if log_format == "json":            # one JSON object per line (streams.logjson)
+        from .logjson import logging_config
+        log_config = logging_config(loglevel)
+        # From here (Faust's worker sets it up again, the same way, when it starts).
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "formatters": log_config["formatters"],
+                                   "handlers": log_config["handlers"],
+                                   "root": {"level": loglevel.upper(), "handlers": ["default"]}})
+        logging.captureWarnings(True)   # warnings too, as records, not as bare text
+    opts.source_partitions, pushed, bundle, offset = prepare(settings, opts.partitions, net)
+    if pushed is not None and bundle is not None:
+        # A restart keeps what was pushed: the files it was started with may be older.
+        # A warning: an operator who started it with other files should notice.
+        logging.getLogger("rings.worker").warning(
+            "running rule set %s from the rules topic (pushed by %s at %s), not %s from the "
+            "rules directory", pushed.version, bundle.get("by"), bundle.get("pushed"),
+            rules.version)
+        rules = pushed
     from faust.worker import Worker
 
-    app, _ = build_app(settings, net, rules, opts)
+    app, _ = build_app(settings, net, rules, opts, rules_offset=offset)
     tune_for_throughput()
     logging.getLogger("rings").setLevel(loglevel.upper())
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
-                    override_logging=True)
+                    override_logging=True, logging_config=log_config)
     # At level warning and above Faust shows a terminal spinner, and to spin it on every
     # record it sets the root logger to DEBUG: each Kafka send then builds a debug record
     # (15% of the worker's time, measured). No spinner: logging stays at the level asked.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert, Subject
+from ..net import Net
 from ..params import Param
 from .base import Context, Detector, Event, Timers
 from .describe import minutes, who
@@ -14,11 +15,19 @@ from .describe import minutes, who
 class CheckpointAvoidance(Detector):
     kind = "checkpoint-avoidance"
     mode = "ordered"
+    severities = ("medium", "high")
     params = (
         Param("within", "duration", "15m",
               "how soon after the approach bayonet the checkpoint must see the subject",
-              min=1),
+              min=1, why="with 0, no sighting at the checkpoint can come after the pass at "
+              "the bayonet and by the deadline: every pass towards a checkpoint would alert"),
     )
+
+    def check_net(self, net: Net) -> list[tuple[str | None, str]]:
+        if any(s.approaches is not None for s in net.sites.values()):
+            return []
+        return [(None, f"net {net.name!r} has no bayonet with `approaches` (on the road to a "
+                       "checkpoint): checkpoint-avoidance can never fire")]
 
     def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers
                  ) -> list[Alert]:

@@ -14,10 +14,10 @@ Detectors come in two modes, and the mode is the heart of the event-time contrac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..models import Alert, Sighting, Subject, WatchEntry
+from ..models import SEVERITIES, Alert, Sighting, Subject, WatchEntry
 from ..net import Net
 from ..params import Param
 from ..watchlist import WatchlistView
@@ -81,12 +81,35 @@ class Timers:
         return before - len(self.rows)
 
 
+@dataclass(frozen=True, slots=True)
+class Exceptions:
+    """A rule's `exceptions:` option: subjects and sites whose alerts the rule drops.
+
+    Applied where alerts are finalised (the subject stage's and the pair stage's), so the
+    rule's own state (cooldowns, rests) is the same with or without them, in replay and in
+    the worker alike."""
+
+    subjects: frozenset[str] = frozenset()      # subject keys `type:id`
+    sites: frozenset[str] = frozenset()
+    file: str | None = None
+    # positions of the site names, for errors found against a net ("site:CP03" -> (l, c))
+    where: dict[str, tuple[int, int]] = field(default_factory=dict, compare=False)
+
+    def drops(self, alert: Alert) -> bool:
+        return alert.subject.key in self.subjects or alert.site in self.sites
+
+
 class Detector:
     kind: ClassVar[str]
     params: ClassVar[tuple[Param, ...]] = ()
     mode: ClassVar[str] = "arrival"      # arrival | ordered | stage (convoy)
     subjects: ClassVar[tuple[str, ...] | None] = None   # subject types judged; None: all
     stateless: ClassVar[bool] = False    # arrival rules keeping nothing get st=None
+    # The severities this kind's alerts can have (before a rule's `severity` override), and
+    # whether they carry the subject's watchlist severity (details.listed_severity): what an
+    # `activate:` condition can ever meet (`rules check` refuses one that never can).
+    severities: ClassVar[tuple[str, ...]] = SEVERITIES
+    listed: ClassVar[bool] = False
 
     def __init__(self, rule_id: str, values: dict[str, Any], severity: str | None = None,
                  ) -> None:
@@ -94,9 +117,30 @@ class Detector:
         self.p = values
         self.severity_override = severity
         self.activation: Any = None          # rings.plans.Activation, from `activate:`
+        self.exceptions: Exceptions | None = None   # from `exceptions:`; None: no exception
+        self.tags: tuple[str, ...] = ()      # from `tags:`, stamped on every alert
+        # Where the rule was written: its file, and the positions of its keys' values
+        # ("" -> the rule itself), for errors found later (against a net).
+        self.file: str | None = None
+        self.where: dict[str, tuple[int, int]] = {}
 
     def severity(self, default: str) -> str:
         return self.severity_override or default
+
+    def excepts(self, alert: Alert) -> bool:
+        """Whether the rule's `exceptions:` drop this alert."""
+        x = self.exceptions
+        return x is not None and x.drops(alert)
+
+    def check_params(self) -> list[tuple[str | None, str]]:
+        """Values that make this rule unable to fire on any net, each valid on its own
+        (Param.min has refused the others): (the parameter to point at, None for the rule
+        itself; message)."""
+        return []
+
+    def check_net(self, net: Net) -> list[tuple[str | None, str]]:
+        """What makes this rule unable to fire on this net, as check_params."""
+        return []
 
     def plan_for(self, alert: Alert, net: Net) -> str | None:
         """The plan this alert starts, if the rule has `activate:` and the alert matches."""

@@ -16,10 +16,26 @@ class ClonedPlate(Detector):
     kind = "cloned-plate"
     mode = "ordered"
     subjects = ("vehicle",)
+    severities = ("high",)
     params = (
         Param("min_km", "float", 5.0, "sites at least this far apart (great circle)", min=0),
         Param("max_kmh", "float", 250.0, "a speed above this is impossible", min=1),
     )
+
+    def check_net(self, net: Net) -> list[tuple[str | None, str]]:
+        want = self.p["min_km"]
+        sites = list(net.sites.values())
+        far, pair = 0.0, ("", "")
+        for i, a in enumerate(sites):
+            for b in sites[i + 1:]:
+                km = haversine_km(a.lat, a.lon, b.lat, b.lon)
+                if km >= want:
+                    return []
+                if km > far:
+                    far, pair = km, (a.id, b.id)
+        between = f", {pair[0]}–{pair[1]}" if pair[0] else ""
+        return [("min_km", f"min_km {want:g} can never be reached: no two sites of net "
+                           f"{net.name!r} are that far apart (at most {far:.1f} km{between})")]
 
     def setup(self, net: Net) -> None:
         # No pair of sightings further apart in time than the net's widest span at the

@@ -22,9 +22,10 @@ class LinkedHit(Detector):
     kind = "linked-hit"
     mode = "arrival"
     subjects = ("vehicle",)
+    listed = True
     params = (
         Param("window", "duration", "12h", "how long after the link the vehicle alerts",
-              min=1),
+              min=1, why="no later sighting of the vehicle lies within 0 of the link"),
     )
 
     def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,

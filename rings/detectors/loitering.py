@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert
+from ..net import Net
 from ..params import Param
 from .base import NO_TIME, Context, Detector, Event, Timers
 from .describe import minutes, ring_label, who
@@ -13,12 +14,20 @@ from .describe import minutes, ring_label, who
 class Loitering(Detector):
     kind = "loitering"
     mode = "ordered"
+    severities = ("low",)
     params = (
         Param("crossings", "int", 4, "crossings of one ring that make loitering", min=2),
-        Param("window", "duration", "2h", "the crossings lie within this", min=1),
+        Param("window", "duration", "2h", "the crossings lie within this", min=1,
+              why="a window of 0 only holds crossings at the very same instant"),
         Param("cooldown", "duration", "2h",
               "after an alert, none for the same subject and ring for this long", min=0),
     )
+
+    def check_net(self, net: Net) -> list[tuple[str | None, str]]:
+        if any(s.ring is not None for s in net.sites.values()):
+            return []
+        return [(None, f"no site of net {net.name!r} is on a ring: nothing to cross, "
+                       "loitering can never fire")]
 
     def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers
                  ) -> list[Alert]:

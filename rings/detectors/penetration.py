@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert
+from ..net import Net
 from ..params import Param
 from .base import NO_TIME, Context, Detector, Event, Timers
 from .describe import minutes, ring_label, who
@@ -13,11 +14,36 @@ from .describe import minutes, ring_label, who
 class Penetration(Detector):
     kind = "penetration"
     mode = "ordered"
+    severities = ("high", "critical")
+    listed = True
     params = (
         Param("min_crossings", "int", 2, "successive inward crossings that make a chain",
               min=2),
-        Param("window", "duration", "60m", "the chain's crossings all lie within this", min=1),
+        Param("window", "duration", "60m", "the chain's crossings all lie within this", min=1,
+              why="a window of 0 only holds crossings at the very same instant"),
     )
+
+    def check_net(self, net: Net) -> list[tuple[str | None, str]]:
+        # The longest chain the net allows: rings each a child of the last, each with a
+        # site to cross it at.
+        crossable = {s.ring for s in net.sites.values() if s.ring is not None}
+        longest: dict[str, list[str]] = {}
+
+        def chain(r: str) -> list[str]:
+            if r not in longest:
+                below = [chain(c) for c in net.rings[r].children if c in crossable]
+                longest[r] = [r] + max(below, key=len, default=[])
+            return longest[r]
+
+        best = max((chain(r) for r in sorted(crossable)), key=len, default=[])
+        n = self.p["min_crossings"]
+        if len(best) >= n:
+            return []
+        shown = " → ".join(best) if best else "none: no site is on a ring"
+        return [("min_crossings",
+                 f"min_crossings {n} can never be reached: the longest chain of inward "
+                 f"crossings net {net.name!r} allows, each into a child ring of the last, "
+                 f"is {len(best)} ({shown})")]
 
     def on_event(self, ev: Event, ctx: Context, state: dict[str, Any], timers: Timers
                  ) -> list[Alert]:

@@ -14,6 +14,7 @@ class PermitViolation(Detector):
     stateless = True
     mode = "arrival"
     subjects = ("vehicle",)
+    severities = ("high",)
 
     def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
                    watermark: int) -> list[Alert]:

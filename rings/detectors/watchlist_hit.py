@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import Alert, Sighting
+from ..models import PERMIT_LIST, Alert, Sighting
 from ..params import Param
 from .base import Context, Detector
 from .describe import pass_phrase
@@ -13,10 +13,22 @@ from .describe import pass_phrase
 class WatchlistHit(Detector):
     kind = "watchlist-hit"
     stateless = True
+    listed = True
     params = (
         Param("lists", "str-list", None,
               "only entries on these lists fire (default: every list but permit)"),
     )
+
+    def check_params(self) -> list[tuple[str | None, str]]:
+        lists = self.p.get("lists")
+        if lists is None or any(x != PERMIT_LIST for x in lists):
+            return []
+        if not lists:
+            return [("lists", "`lists` is empty: no entry can match, the rule never fires "
+                              "(leave `lists` out for every list but permit)")]
+        return [("lists", "`lists` names only `permit`, whose entries watchlist-hit never "
+                          "matches (rule kind permit-violation judges them): the rule never "
+                          "fires")]
 
     def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
                    watermark: int) -> list[Alert]:

@@ -67,11 +67,12 @@ class Worker:
     """A `rings worker` subprocess with its own data dir and web port."""
 
     def __init__(self, broker: str, prefix: str, data_dir: Path, log_path: Path,
-                 extra_args: Iterable[str] = ()) -> None:
+                 extra_args: Iterable[str] = (), env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
+        # `env`: more variables for the worker (e.g. RINGS_KAFKA_* security settings)
         env = {**os.environ, "RINGS_BROKER": broker, "RINGS_TOPIC_PREFIX": prefix,
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rings.cli", "worker", "--web-port", str(self.port),

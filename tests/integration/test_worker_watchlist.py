@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import jsonschema
@@ -10,7 +12,10 @@ import orjson
 import pytest
 from referencing import Registry, Resource
 
-from .harness import Kafka
+from rings.decode import KEEP_BYTES
+from rings.timefmt import format_ts
+
+from .harness import ROOT, Kafka
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "rings" / "schemas"
 T0 = "2026-11-29T08:30:00.250+08:00"
@@ -75,6 +80,20 @@ def test_hits_dead_letters_and_duplicates(kafka: Kafka, start_worker) -> None:
         (None, orjson.dumps({**sighting("g3", WANTED), "ts": "yesterday"}), "bad-ts"),
         (None, orjson.dumps({**sighting("g4", WANTED), "dir": "sideways"}), "bad-field"),
         (None, b"[" * 100_000, "too-large"),
+        # Bad input that once could stop or mislead the worker (issue 8): none may.
+        (None, orjson.dumps({**sighting("g5", WANTED), "ts": future(2 * DAY_MS)}),
+         "future-ts"),                               # beyond the default max_skew (1 day)
+        (None, orjson.dumps({**sighting("g6", WANTED), "ts": "9999-12-31T23:59:59Z"}),
+         "future-ts"),                               # would drag event time to year 9999
+        (None, orjson.dumps(sighting("g7", WANTED))[:-1] + b', "attrs": {"x": NaN}}',
+         "bad-json"),
+        (None, orjson.dumps(sighting("g8", WANTED))[:-1] + b', "attrs": {"x": 1e400}}',
+         "bad-json"),
+        # Parsed fine, but orjson writes only 254 levels: the ingest's envelope of it
+        # failed, and so did every retry of its batch (a poison pill that stalled ingest).
+        (None, orjson.dumps(sighting("g9", WANTED))[:-1] + b', "attrs": {"x": '
+         + b"[" * 300 + b"]" * 300 + b"}}", "too-deep"),
+        (None, b"[" * 5000 + b"]" * 5000, "bad-json"),  # beyond the parser's 1024 levels
     ]
     kafka.send("sightings", [(None, orjson.dumps(s)) for s in good[:3]]
                + [(k, v) for k, v, _ in garbage] + [(None, orjson.dumps(s)) for s in good[3:]])
@@ -100,20 +119,90 @@ def test_hits_dead_letters_and_duplicates(kafka: Kafka, start_worker) -> None:
     dlq = kafka.dlq()
     assert len(dlq) == len(garbage)
     dv = _validator("dead-letter.schema.json")
-    expected = {raw: reason for _, raw, reason in garbage}
+    # A dead letter keeps the first 64 KiB of a larger record, and its size.
+    expected = {raw[:KEEP_BYTES]: (reason, len(raw) if len(raw) > KEEP_BYTES else None)
+                for _, raw, reason in garbage}
     for msg, rec in dlq:
         dv.validate(rec)
         original = rec["original"].encode() if "original" in rec else \
             __import__("base64").b64decode(rec["original_b64"])
         assert original in expected, original[:60]
-        assert rec["reason"] == expected[original]
+        assert (rec["reason"], rec.get("original_size")) == expected[original]
         assert dict(msg.headers)["rings-reason"] == rec["reason"].encode()
         assert WANTED[1] not in rec["detail"]
     assert worker.alive
     metrics = worker.metrics()
-    assert 'rings_dlq_total{reason="bad-json"} 2.0' in metrics
+    assert 'rings_dlq_total{reason="bad-json"} 5.0' in metrics
+    assert 'rings_dlq_total{reason="future-ts"} 2.0' in metrics
     assert "rings_duplicates_total 1.0" in metrics
     assert WANTED[1] not in metrics and FUGITIVE[1] not in metrics
+
+
+DAY_MS = 86_400_000
+
+
+def future(ms: int) -> str:
+    return format_ts(int(time.time() * 1000) + ms, 480)
+
+
+def test_event_time_bounds_from_the_rules_file(kafka: Kafka, start_worker,
+                                               tmp_path: Path) -> None:
+    """`engine: max_skew / max_age` in the rules file bound event time around the worker's
+    clock; what is refused goes to the DLQ and moves nothing, and the worker carries on."""
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests", "net.yaml"))
+    text = (rules / "rules.yaml").read_text()
+    assert "  lateness: 2m" in text
+    (rules / "rules.yaml").write_text(text.replace(
+        "  lateness: 2m", "  max_skew: 1h\n  max_age: 3650d\n  lateness: 2m", 1))
+    worker = start_worker("w1", "--rules", str(rules))
+    kafka.send_json("watchlist", [entry(WANTED, "wanted", "critical")])
+    kafka.barrier(worker)
+    kafka.send_json("sightings", [
+        sighting("ahead-2h", WANTED, ts=future(2 * 3_600_000)),       # > max_skew
+        sighting("old", WANTED, ts="2000-01-01T00:00:00+08:00"),      # > max_age
+        sighting("ahead-30m", WANTED, ts=future(30 * 60_000)),       # within max_skew
+        sighting("today", WANTED),
+    ])
+    kafka.barrier(worker)
+    assert sorted(a["evidence"][0] for a in kafka.alerts()) == ["ahead-30m", "today"]
+    reasons = sorted((orjson.loads(rec["original"])["id"], rec["reason"])
+                     for _, rec in kafka.dlq())
+    assert reasons == [("ahead-2h", "future-ts"), ("old", "too-old")]
+    metrics = worker.metrics()
+    assert 'rings_dlq_total{reason="too-old"} 1.0' in metrics
+    assert worker.alive
+
+
+def test_a_burst_of_the_largest_sightings_passes(kafka: Kafka, start_worker) -> None:
+    """Sightings just under the 64 KiB limit, many of one subject (one partition) read in one
+    fetch: the ingest's envelopes of them must still reach the stages."""
+    worker = start_worker()
+    kafka.send_json("watchlist", [entry(WANTED, "wanted", "critical")])
+    kafka.barrier(worker)
+    pad = "x" * (60 * 1024)
+    kafka.send_json("sightings", [{**sighting(f"big-{i}", WANTED), "attrs": {"pad": pad}}
+                                  for i in range(40)])
+    kafka.barrier(worker)
+    assert len(kafka.alerts()) == 40
+    assert kafka.dlq() == [] and worker.alive
+
+
+def test_the_largest_garbage_goes_to_the_dlq(kafka: Kafka, start_worker) -> None:
+    """Records near the broker's message size limit (1 MiB by default), whose dead letters
+    would be larger still if they kept every byte (escaped, or in base64)."""
+    worker = start_worker()
+    kafka.send_json("watchlist", [entry(WANTED, "wanted", "critical")])
+    kafka.barrier(worker)
+    huge = [b"\x01" * 1_000_000, b"\xff" * 1_000_000, b'"' * 1_000_000]
+    kafka.send("sightings", [(None, raw) for raw in huge])
+    kafka.send_json("sightings", [sighting("after-huge", WANTED)])
+    kafka.barrier(worker)
+    assert [a["evidence"] for a in kafka.alerts()] == [["after-huge"]]
+    dlq = kafka.dlq()
+    assert [(rec["reason"], rec["original_size"]) for _, rec in dlq] == \
+        [("too-large", 1_000_000)] * 3
+    assert worker.alive
 
 
 def test_tombstone_removes_an_entry(kafka: Kafka, start_worker) -> None:

@@ -133,6 +133,9 @@ CASES: list[tuple[str, Any, str]] = [
     ("with-item-string", changed(**{"with": [SUBJECT_ID]}), "bad-field"),
     ("attrs-list", changed(attrs=[SUBJECT_ID]), "bad-field"),
     ("attrs-string", changed(attrs=SUBJECT_ID), "bad-field"),
+    # orjson reads 1024 levels but writes only 254: deeper attrs could not travel on.
+    ("attrs-deep", changed(attrs={"a": json.loads("[" * 40 + "]" * 40)}), "too-deep"),
+    ("attrs-deep-300", changed(attrs={"a": json.loads("[" * 300 + "]" * 300)}), "too-deep"),
     ("ts-date-only", changed(ts="2026-11-29"), "bad-ts"),
     ("ts-naive", changed(ts="2026-11-29T08:30:00"), "bad-ts"),
     ("ts-bool", changed(ts=True), "bad-ts"),

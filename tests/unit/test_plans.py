@@ -157,6 +157,7 @@ def test_activation_conditions(net) -> None:
   - id: penetration
     activate: {plan: city, min_listed: critical, innermost: true}
   - id: loitering
+    severity: high
     activate: {plan: city, min_severity: high}
 plans:
   - {id: city, scope: {rings: root}, respond: 5m, close: 10m}
