@@ -201,8 +201,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                             await pseudo_topic.send(key=pz.key(m.key.decode()).encode(),
                                                     value=None)
                         continue
-                    entry = watch_entry_from_obj(orjson.loads(m.value), net.sites)
                     d = orjson.loads(m.value)
+                    entry = watch_entry_from_obj(d, net.sites)       # validates, copies
                     d["subject"]["id"] = pz.subject(entry.subject).id
                     await pseudo_topic.send(key=pz.key(entry.subject.key).encode(),
                                             value=orjson.dumps(d))
