@@ -122,3 +122,29 @@ def test_no_identifier_in_metrics_or_info_logs(kafka: Kafka, start_worker) -> No
     assert "rings_alerts_total" in metrics and not contains_raw(metrics.encode())
     log = worker.log_path.read_bytes()
     assert b"[INFO]" in log and not contains_raw(log), contains_raw(log)
+
+
+def test_per_subject_state_expires(kafka: Kafka, start_worker) -> None:
+    """A subject's state is kept for its rules' windows after its last sighting (2.4 h with
+    the shipped rules), then deleted: its changelog key ends in a tombstone."""
+    worker = start_worker()
+    ids = [f"蒙E{n:05d}" for n in range(20)]
+    kafka.send_json("sightings", [
+        {"id": f"e{n}", "ts": "2026-11-29T12:00:00+08:00", "site": "CP01", "dir": "in",
+         "subject": {"type": "vehicle", "id": i}} for n, i in enumerate(ids)])
+    keys = {f"s:vehicle:{i}".encode() for i in ids}
+
+    def last_values() -> dict[bytes, bytes | None]:
+        out: dict[bytes, bytes | None] = {}
+        for m in kafka.read_all("rings-subject-state-changelog"):
+            if m.key in keys:
+                out[m.key] = m.value
+        return out
+    kafka.barrier(worker, ts="2026-11-29T13:00:00+08:00", judged="2026-11-29T12:50:00+08:00")
+    kept = wait_until(lambda: (lambda v: v if len(v) == len(keys) else None)(last_values()),
+                      60, "the subjects' state in the changelog")
+    assert all(v is not None for v in kept.values())         # within the horizon: kept
+    # Event time moves past the horizon (other traffic): the state goes, key by key.
+    kafka.barrier(worker, ts="2026-11-29T15:30:00+08:00", judged="2026-11-29T15:20:00+08:00")
+    wait_until(lambda: all(v is None for v in last_values().values()), 60,
+               "every subject's state to be deleted (a tombstone in its changelog)")
