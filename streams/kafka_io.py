@@ -10,10 +10,10 @@ import asyncio
 import logging
 import sys
 import time
-from typing import BinaryIO, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
@@ -121,6 +121,33 @@ async def topic_partitions(settings: KafkaSettings, topic: str) -> int:
         return len(desc[0]["partitions"])
     finally:
         await admin.close()
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                      timeout: float, what: str
+                      ) -> tuple[list[Any], dict[TopicPartition, int]]:
+    """Every record of these partitions, from their beginning to their end offsets as of the
+    call (returned too), in order per partition; BrokerUnavailable after `timeout` s.
+
+    Seeks to explicit beginning offsets: `seek_to_beginning` on a consumer whose reset
+    policy is "latest" (aiokafka's default) was seen to leave the position at the end."""
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp, start in (await consumer.beginning_offsets(tps)).items():
+        consumer.seek(tp, start)
+    out: list[Any] = []
+    todo = {tp for tp in tps if ends[tp] > 0}
+    deadline = time.monotonic() + timeout
+    while todo:
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailable(f"reading {what} did not reach its end within "
+                                    f"{timeout:.0f}s")
+        for tp, msgs in (await consumer.getmany(*todo, timeout_ms=500)).items():
+            out.extend(m for m in msgs if m.offset < ends[tp])
+        for tp in list(todo):
+            if await consumer.position(tp) >= ends[tp]:
+                todo.discard(tp)
+    return out, ends
 
 
 async def publish_lines(settings: KafkaSettings, topic: str, lines: Iterable[bytes],

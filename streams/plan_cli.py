@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from .config import PLAN_COMMANDS, PLAN_DLQ, PLAN_STATUS, KafkaSettings
 from .errors import BrokerUnavailable, StreamsError
+from .kafka_io import read_to_end
 
 READ_TIMEOUT_S = 30.0              # reading a topic to its end: far more than it takes
 
@@ -142,26 +143,7 @@ async def read_status(settings: KafkaSettings, timeout: float = READ_TIMEOUT_S
     await _start(consumer, settings)
     try:
         tps = await _partitions(settings, [PLAN_STATUS])
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list[dict[str, Any]] = []
-        todo = {tp for tp in tps if ends[tp] > 0}
-        deadline = time.monotonic() + timeout
-        while todo:
-            if time.monotonic() >= deadline:
-                raise BrokerUnavailable(f"reading {settings.topic(PLAN_STATUS)} did not reach "
-                                        f"its end within {timeout:.0f}s")
-            batch = await consumer.getmany(*todo, timeout_ms=500)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    if m.offset < ends[tp]:
-                        d = _decode(m.value)
-                        if d is not None:
-                            out.append(d)
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-        return out
+        records, _ = await read_to_end(consumer, tps, timeout, settings.topic(PLAN_STATUS))
+        return [d for d in map(_decode, (m.value for m in records)) if d is not None]
     finally:
         await consumer.stop()

@@ -23,7 +23,7 @@ from rings.rulebundle import rules_from_bundle
 from rings.ruleset import RuleSet
 
 from .config import RULES, RULES_AUDIT, KafkaSettings
-from .kafka_io import ensure_topics
+from .kafka_io import ensure_topics, read_to_end
 
 log = logging.getLogger("rings.worker")
 RULES_KEY = b"rules"
@@ -55,18 +55,13 @@ async def read_latest(settings: KafkaSettings, net: Net
     await consumer.start()
     try:
         tp = TopicPartition(settings.topic(RULES), 0)
-        consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
-        # An explicit offset: seek_to_beginning with the default reset policy ("latest")
-        # was seen to leave the position at the end, and a restarted worker then ignored
-        # the pushed rules.
-        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])
+        records, ends = await read_to_end(consumer, [tp], 60.0, settings.topic(RULES))
+        end = ends[tp]
         last: tuple[RuleSet | None, dict[str, Any] | None] = (None, None)
-        while await consumer.position(tp) < end:
-            for m in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
-                got = _parse(m.value, net)
-                if got is not None:
-                    last = got
+        for m in records:
+            got = _parse(m.value, net)
+            if got is not None:
+                last = got
         return last[0], last[1], end
     finally:
         await consumer.stop()
