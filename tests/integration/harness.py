@@ -63,6 +63,39 @@ def one_id_per_partition(subject_type: str, stem: str) -> list[str]:
     raise AssertionError("unreachable")
 
 
+class PrivateBroker:
+    """A broker of one test or module alone (`deploy/local-kafka` on its own free ports and
+    data dir, with any extra settings, e.g. SCRAM): it can be stopped, started again or
+    configured apart without touching the suite's broker."""
+
+    def __init__(self, data: Path, extra_env: dict[str, str] | None = None) -> None:
+        port = free_port()
+        controller = free_port()
+        while controller == port:
+            controller = free_port()
+        self.port = port
+        self.data = data
+        self.env = {**os.environ, **(extra_env or {}), "RINGS_KAFKA_PORT": str(port),
+                    "RINGS_KAFKA_CONTROLLER_PORT": str(controller),
+                    "RINGS_KAFKA_DATA": str(data)}
+        self.address = ""
+
+    def _run(self, *args: str) -> str:
+        r = subprocess.run([str(ROOT / "deploy" / "local-kafka"), *args], env=self.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=300)
+        if r.returncode != 0:
+            raise AssertionError(f"local-kafka {' '.join(args)} failed:\n{r.stderr}")
+        return r.stdout
+
+    def up(self) -> str:
+        self.address = self._run("up").strip().splitlines()[-1]
+        return self.address
+
+    def down(self, wipe: bool = False) -> None:
+        self._run("down", *(["--wipe"] if wipe else []))
+
+
 class Worker:
     """A `rings worker` subprocess with its own data dir and web port."""
 

@@ -4,9 +4,7 @@ a worker of two killed with SIGKILL, and a consumer of `alerts` that does not ke
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -15,39 +13,16 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from .harness import ROOT, Kafka, Worker, free_port, wait_until
+from .harness import Kafka, PrivateBroker, Worker, wait_until
 from .test_replay_equals_worker import END, _canon, rings
 from .test_scale_out import barrier_all, check_alive, settled, watchlist_everywhere
 
 WANTED = {"type": "vehicle", "id": "蒙K3X521"}
 
 
-class OwnBroker:
-    """A broker of this test alone (its own ports and data), so it can be stopped and
-    started again without touching the suite's broker."""
-
-    def __init__(self, data: Path) -> None:
-        self.env = {**os.environ, "RINGS_KAFKA_PORT": str(free_port()),
-                    "RINGS_KAFKA_CONTROLLER_PORT": str(free_port()),
-                    "RINGS_KAFKA_DATA": str(data)}
-        self.address = ""
-
-    def run(self, *args: str) -> str:
-        return subprocess.run([str(ROOT / "deploy" / "local-kafka"), *args], env=self.env,
-                              check=True, stdout=subprocess.PIPE, text=True,
-                              timeout=180).stdout
-
-    def up(self) -> str:
-        self.address = self.run("up").strip().splitlines()[-1]
-        return self.address
-
-    def down(self, wipe: bool = False) -> None:
-        self.run("down", *(["--wipe"] if wipe else []))
-
-
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
-    b = OwnBroker(tmp_path / "kafka")
+def own_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    b = PrivateBroker(tmp_path / "kafka")
     b.up()
     yield b
     b.down(wipe=True)
@@ -61,7 +36,7 @@ def hit_ids(kafka: Kafka) -> set[str]:
     return {a["evidence"][0] for a in kafka.alerts() if a["rule"] == "watchlist-hit"}
 
 
-def test_the_broker_restarts_under_a_running_worker(own_broker: OwnBroker, prefix: str,
+def test_the_broker_restarts_under_a_running_worker(own_broker: PrivateBroker, prefix: str,
                                                     tmp_path: Path) -> None:
     kafka = Kafka(own_broker.address, prefix)
     worker = Worker(own_broker.address, prefix, tmp_path / "data", tmp_path / "w.log")

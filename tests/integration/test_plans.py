@@ -146,7 +146,7 @@ def test_command_activation_to_closure_and_stand_down(kafka: Kafka, start_worker
 
 
 def test_repeats_are_idempotent(kafka: Kafka, start_worker) -> None:
-    worker = start_worker()
+    start_worker()
     cmd = dict(cmd="activate", plan="city-lockdown", by="officer", reason="drill", id="same")
     command(kafka, **cmd)
     command(kafka, **cmd)                                  # a client retrying: the same id

@@ -27,9 +27,8 @@ from aiokafka.errors import KafkaConnectionError
 from rings.ruleset import load_rules
 from rings.timefmt import format_ts
 
-from .harness import ROOT, Worker, free_port, wait_until
+from .harness import ROOT, PrivateBroker, Worker, free_port, wait_until
 
-LOCAL_KAFKA = ROOT / "deploy" / "local-kafka"
 USER = "rings-it"
 DEADLINE = 30.0             # seconds for a refusal to show
 
@@ -58,24 +57,15 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScramBrok
     pw_file = root / "kafka-password"
     pw_file.write_text(password + "\n")
     pw_file.chmod(0o600)
-    port = free_port()
-    controller = free_port()
-    while controller == port:
-        controller = free_port()
-    env = {**os.environ, "RINGS_KAFKA_SASL": "scram", "RINGS_KAFKA_SASL_USER": USER,
-           "RINGS_KAFKA_SASL_PASSWORD": password, "RINGS_KAFKA_PORT": str(port),
-           "RINGS_KAFKA_CONTROLLER_PORT": str(controller),
-           "RINGS_KAFKA_DATA": str(root / "kafka")}
-    up = subprocess.run([str(LOCAL_KAFKA), "up"], env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, text=True, timeout=300)
+    broker = PrivateBroker(root / "kafka", {"RINGS_KAFKA_SASL": "scram",
+                                            "RINGS_KAFKA_SASL_USER": USER,
+                                            "RINGS_KAFKA_SASL_PASSWORD": password})
     try:
-        assert up.returncode == 0, f"the SCRAM broker did not start:\n{up.stderr}"
-        address = up.stdout.strip().splitlines()[-1]
-        assert address == f"127.0.0.1:{port}"
+        address = broker.up()
+        assert address == f"127.0.0.1:{broker.port}"
         yield ScramBroker(address, password, pw_file, root / "kafka" / "kafka.log")
     finally:
-        subprocess.run([str(LOCAL_KAFKA), "down", "--wipe"], env=env, timeout=120,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        broker.down(wipe=True)
 
 
 def rings(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
