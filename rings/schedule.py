@@ -31,7 +31,7 @@ CACHE_LIMIT = 50_000        # decoded entities kept per table between batches (b
 
 
 class EntityTable:
-    def __init__(self, store: KV, prefix: str, cache_limit: int = CACHE_LIMIT) -> None:
+    def __init__(self, store: KV, prefix: str, cache_limit: int | None = None) -> None:
         self.store = store
         self.prefix = prefix                 # e.g. "s:" for subjects, "t:convoy:" for sites
         self.meta = "~" + prefix             # bookkeeping keys: "~" + namespace + name
@@ -39,7 +39,7 @@ class EntityTable:
         # worker's table) gets JSON, and a bounded cache of decoded entities spares most
         # reads from decoding again what the last batches wrote.
         self.objects = bool(getattr(store, "holds_objects", False))
-        self.cache_limit = cache_limit
+        self.cache_limit = cache_limit if cache_limit is not None else CACHE_LIMIT
         self.cache: dict[str, dict[str, Any]] = {}
         self.index: dict[int, list[str]] = {}    # cached index seconds (byte stores)
         self.index_dirty: set[int] = set()         # index seconds changed since commit
@@ -126,6 +126,12 @@ class EntityTable:
             listed = self.index.get(sec)
             if listed is not None:
                 store.put(f"{self.meta}w:{sec}", encode(listed))
+        if not self.objects and len(self.index) > len(self.index_dirty):
+            # Keep only the seconds this batch wrote (the next batch appends to the same
+            # ones): the others wait in the store until they are swept, up to the horizon
+            # ahead. Kept here, they held every live entity's key in memory.
+            index = self.index
+            self.index = {sec: index[sec] for sec in self.index_dirty if sec in index}
         self.index_dirty.clear()
         if self._dir_changed:
             store.put(self.meta + "dir", encode(sorted(self.dir)))

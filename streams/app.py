@@ -45,7 +45,8 @@ from .envelope import Envelope, partition_for
 from .ingest import IngestService
 from .lockdown import Lockdown
 from .rules_feed import RulesFeed
-from .metrics import Metrics, consumer_lags, state_keys
+from .metrics import Metrics, consumer_lags, rocksdb_memory, state_keys
+from .rocks import RocksBudget, state_cache_from_env, use_budget
 
 log = logging.getLogger("rings.worker")
 
@@ -148,6 +149,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     subject_state = state_table("subject-state")
     site_state = state_table("site-state")
     pair_state = state_table("pair-state")
+    budget = RocksBudget.from_env()
+    cache_limit = state_cache_from_env()
+
+    def cached(stage: Any) -> Any:
+        stage.table.cache_limit = cache_limit
+        return stage
 
     raw = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
@@ -185,6 +192,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         return None
 
     watchlist = RawWatchlist(watch_raw, net.sites, on_invalid)
+    state_tables = [subject_state, site_state, pair_state, watch_table]
 
     if pz is not None:
         pseudo_topic = raw_topic(PSEUDO_WATCHLIST)
@@ -340,7 +348,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     async def on_subjects(p: int, env: Envelope) -> None:
         if p not in subjects:
             kv = kv_for(subject_state, p)
-            subjects[p] = (Engine(net, current[0], watchlist, kv),
+            subjects[p] = (cached(Engine(net, current[0], watchlist, kv)),
                            SourceClock(kv, "~src", opts.source_partitions))
         eng, clock = subjects[p]
         before = (eng.stats.duplicates, eng.stats.late)
@@ -358,7 +366,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             return
         if p not in sites:
             kv = kv_for(site_state, p)
-            sites[p] = ([SiteStage(ctx, d, kv) for d in convoys()],
+            sites[p] = ([cached(SiteStage(ctx, d, kv)) for d in convoys()],
                         SourceClock(kv, "~src", opts.source_partitions))
         stages, clock = sites[p]
         wm = clock.update(env.src)
@@ -383,7 +391,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             return
         if p not in pairs:
             kv = kv_for(pair_state, p)
-            pairs[p] = ({d.rule_id: PairStage(ctx, d, kv, current[0].version)
+            pairs[p] = ({d.rule_id: cached(PairStage(ctx, d, kv, current[0].version))
                          for d in convoys()},
                         SourceClock(kv, "~src", opts.partitions))
         stages, clock = pairs[p]
@@ -413,8 +421,21 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     lockdown = Lockdown(app, settings, net, rules, metrics, changelog, raw_topic,
                         lambda alerts: emit(alerts, None, False), kv_for)
     ingest_ref: list[IngestService] = []
+    state_tables.append(lockdown.table)
+    if budget is not None:
+        for t in state_tables:
+            use_budget(t, budget)
+
+    def memory() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        caches = [
+            ("subjects", sum(len(e.table.cache) for e, _ in list(subjects.values()))),
+            ("sites", sum(len(st.table.cache) for ss, _ in list(sites.values()) for st in ss)),
+            ("pairs", sum(len(st.table.cache) for ps, _ in list(pairs.values())
+                          for st in ps.values()))]
+        return rocksdb_memory(state_tables, budget.cache if budget else None), caches
+
     metrics.watch(lambda: state_keys(subject_state),
-                  lambda: consumer_lags(app, ingest_ref[0] if ingest_ref else None))
+                  lambda: consumer_lags(app, ingest_ref[0] if ingest_ref else None), memory)
 
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:

@@ -331,12 +331,14 @@ def engine_rate(worker: "WorkerProcess | WorkerGroup", traffic: Traffic, deadlin
                     worker.alive)
     # Resident memory when a quarter, half, three quarters and all of the sightings were
     # in: flat once the caches are full and state expires in event time.
-    curve = []
-    for q in (0.25, 0.5, 0.75, 1.0):
-        at = [m for k, m in rss if k >= q * n]
-        curve.append(round(at[0]) if at else None)
+    def curve(parts: int) -> list[int | None]:
+        out = []
+        for i in range(1, parts + 1):
+            at = [m for k, m in rss if k >= i / parts * n]
+            out.append(round(at[0]) if at else None)
+        return out
     return {"engine_eps": n / max(1e-9, t1 - t0), "engine_seconds": t1 - t0,
-            "rss_mb_by_quarter": curve}
+            "rss_mb_by_quarter": curve(4), "rss_mb_by_tenth": curve(10)}
 
 
 def settle(worker: "WorkerProcess | WorkerGroup", deadline: float, quiet_s: float = 2.0) -> None:

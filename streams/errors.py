@@ -13,3 +13,7 @@ class BrokerUnavailable(StreamsError):
 
 class KafkaConfigError(StreamsError):
     """The Kafka connection settings (RINGS_KAFKA_*) are invalid or incomplete."""
+
+
+class ConfigError(StreamsError):
+    """A worker setting from the environment (RINGS_*) is invalid."""

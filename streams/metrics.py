@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Iterator
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics)
+                               ProcessCollector, disable_created_metrics)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -19,6 +19,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_resident_memory_bytes, process_cpu_seconds_total, open file descriptors:
+        # what an operator sizes workers by (docs/performance.md, "Memory").
+        ProcessCollector(registry=r)
         self.sightings = Counter("rings_sightings_total",
                                  "Valid sightings ingested, by site type (source) and ring "
                                  "of the site (off-ring: an approach bayonet).",
@@ -86,16 +89,19 @@ class Metrics:
             self.plan_overdue_sites.labels(plan)
 
     def watch(self, state_subjects: Callable[[], int],
-              lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+              lags: Callable[[], Iterable[tuple[str, int, int]]],
+              memory: Callable[[], Any] = lambda: ([], [])) -> None:
         """Gauges read when scraped from what the worker already holds (nothing scanned)."""
-        self.registry.register(_LiveGauges(state_subjects, lags))
+        self.registry.register(_LiveGauges(state_subjects, lags, memory))
 
 
 class _LiveGauges(Collector):
     def __init__(self, state_subjects: Callable[[], int],
-                 lags: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
+                 lags: Callable[[], Iterable[tuple[str, int, int]]],
+                 memory: Callable[[], Any]) -> None:
         self.state_subjects = state_subjects
         self.lags = lags
+        self.memory = memory
 
     def collect(self) -> Iterator[Any]:
         g = GaugeMetricFamily(
@@ -122,6 +128,44 @@ class _LiveGauges(Collector):
         for topic, partition, n in rows:
             lag.add_metric([topic, str(partition)], n)
         yield lag
+        mem = GaugeMetricFamily(
+            "rings_rocksdb_memory_bytes",
+            "RocksDB's memory over every table and partition of this worker, by part: "
+            "`memtables`, `table_readers` (index and filter blocks outside the cache) and "
+            "`cache`, the one cache all share (RINGS_ROCKSDB_MB), which holds data, index and "
+            "filter blocks and is charged for the memtables. Compare with "
+            "process_resident_memory_bytes.",
+            labels=["part"])
+        cached = GaugeMetricFamily(
+            "rings_state_cache_entities",
+            "Decoded entities the core keeps in memory between envelopes, by stage (bounded: "
+            "RINGS_STATE_CACHE per stage and worker).", labels=["stage"])
+        try:
+            parts, caches = self.memory()
+        except Exception:  # noqa: BLE001 - a store closing in a rebalance
+            parts, caches = [], []
+        for part, n in parts:
+            mem.add_metric([part], n)
+        for stage, n in caches:
+            cached.add_metric([stage], n)
+        yield mem
+        yield cached
+
+
+ROCKSDB_MEMORY = (("memtables", "rocksdb.cur-size-all-mem-tables"),
+                  ("table_readers", "rocksdb.estimate-table-readers-mem"))
+
+
+def rocksdb_memory(tables: Iterable[Any], cache: Any = None) -> list[tuple[str, int]]:
+    """RocksDB's own account of its memory over the open partitions of `tables`: memtables,
+    index and filter blocks held outside the cache, and the shared cache's usage (blocks,
+    index and filter blocks, and the memtables' reservations)."""
+    dbs = [db for t in tables for db in list(t.data._dbs.values())]
+    out = [(part, sum(db.property_int_value(prop) or 0 for db in dbs))
+           for part, prop in ROCKSDB_MEMORY]
+    if cache is not None:
+        out.append(("cache", cache.get_usage()))
+    return out
 
 
 def state_keys(table: Any) -> int:

@@ -1,4 +1,5 @@
-"""The engine's state is bounded by event time: what it keeps per subject expires."""
+"""The engine's state is bounded by event time: what it keeps per subject expires, and what
+it holds in memory besides the store is bounded by its cache."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_state_is_bounded_and_expires(net, rules):
     # lateness and a second of slack per side), and one index key per second of that span.
     window = (eng.horizon + rules.lateness_ms + 2 * BUCKET_MS) // STEP
     index = (eng.horizon + rules.lateness_ms) // BUCKET_MS + 2
-    peak = 0
+    peak = cached = indexed = 0
     max_ts = None
     avoidance = 0
     for start in range(0, N, BATCH):
@@ -72,7 +73,13 @@ def test_state_is_bounded_and_expires(net, rules):
         assert {a.rule for a in alerts} <= {"checkpoint-avoidance"}
         avoidance += len(alerts)
         peak = max(peak, len(store))
+        # What the table keeps in memory between batches (decoded entities, index seconds)
+        # is bounded by its cache and the batch, not by the subjects within the horizon.
+        cached = max(cached, len(eng.table.cache))
+        indexed = max(indexed, sum(len(keys) for keys in eng.table.index.values()))
     assert eng.stats.processed == N and eng.stats.late == 0
+    assert cached <= eng.table.cache_limit + 2 * BATCH, cached
+    assert indexed <= 5 * BATCH < window // 5, (indexed, window)
     assert peak <= window + index + len(BOOKKEEPING), (peak, window, index)
     # ...and it is that bound, not much less: subjects are kept as long as the horizon.
     assert peak > eng.horizon // STEP, (peak, eng.horizon // STEP)
