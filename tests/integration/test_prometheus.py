@@ -322,7 +322,9 @@ def test_promtool_check_metrics_is_clean(live: Live) -> None:
                  "rings_dlq_total", "rings_late_events_total", "rings_state_subjects",
                  "rings_consumer_lag_records", "rings_plan_activations_total",
                  "rings_plan_time_to_respond_seconds", "rings_plan_time_to_close_seconds",
-                 "rings_plan_overdue_sites", "rings_rules_version_info"):
+                 "rings_plan_overdue_sites", "rings_rules_version_info",
+                 "rings_rocksdb_memory_bytes", "rings_state_cache_entities",
+                 "process_resident_memory_bytes"):
         assert f"# HELP {name} " in live.metrics_text, name
 
 
@@ -344,6 +346,12 @@ def test_metrics_count_what_happened(live: Live) -> None:
     assert len(lags) == 4 and all(line.endswith(" 0.0") for line in lags), lags
     # RocksDB's estimate is rough, but no lower than the subjects written at least once.
     assert total(m, "rings_state_subjects") >= live.subjects
+    # Memory: the subject stage holds decoded state, RocksDB's one cache stays within its
+    # budget (the default, 192 MB; LRU capacity is not strict, hence the margin).
+    assert 0 < total(m, "rings_state_cache_entities", stage="subjects") <= 4 * 50_000
+    assert 0 < total(m, "rings_rocksdb_memory_bytes", part="cache") <= 1.1 * (192 << 20)
+    assert total(m, "rings_rocksdb_memory_bytes", part="memtables") > 0
+    assert total(m, "process_resident_memory_bytes") > 0
 
 
 def test_no_subject_id_in_any_label(live: Live) -> None:

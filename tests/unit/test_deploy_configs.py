@@ -45,7 +45,7 @@ def worker_metric_names() -> set[str]:
 
 
 def metric_names(expr: str) -> set[str]:
-    return set(re.findall(r"\b(rings_[a-z_]+|up)\b(?=\s*[{\[)])", expr))
+    return set(re.findall(r"\b(rings_[a-z_]+|process_[a-z_]+|up)\b(?=\s*[{\[)])", expr))
 
 
 def dashboard() -> dict[str, Any]:
