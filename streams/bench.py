@@ -15,7 +15,8 @@ One run, one topic of simulated traffic over the sample net, and on it:
   receipt of its watchlist-hit alert on `alerts` (after an untimed warm-up, once the worker
   is idle);
 - `rss_mb`: the worker's peak resident memory (VmHWM), and `rss_mb_by_quarter` its RSS as
-  a quarter, half, three quarters and all of the sightings were in.
+  a quarter, half, three quarters and all of the sightings were in (`rss_mb_by_tenth`: at
+  each tenth; flat once the caches are full).
 
 Rates are medians where a figure is measured more than once; the machine is shared and
 noisy, so ratios say more than absolute numbers.

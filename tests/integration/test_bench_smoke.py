@@ -36,6 +36,10 @@ def test_bench_reports_every_figure(kafka: Kafka) -> None:
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert out["alerts"] >= lat["alerts"]
     assert out["rss_mb"] > 50
+    # The memory curve: the worker's RSS at each quarter and tenth of the sightings (the
+    # last of both is the same sample, taken when the last sighting was in).
+    assert len(out["rss_mb_by_quarter"]) == 4 and len(out["rss_mb_by_tenth"]) == 10
+    assert out["rss_mb_by_tenth"][-1] == out["rss_mb_by_quarter"][-1] > 50
     assert set(out["targets"]) == {"engine_eps >= peer_eps",
                                    "engine_eps >= 2 x faust_baseline_eps",
                                    "core_eps >= 100000", "alert p99 <= 50 ms"}
