@@ -89,11 +89,10 @@ class Stage(Generic[T, O]):
         self.store.put(self._wm_key, orjson.dumps(watermark))
         limit = self.limit
         out: list[O] = []
-        for key in self.table.due(watermark):
-            st = self.table.get(key)
-            assert st is not None
-            self._judge(key, st, limit, out)
-            self._reschedule(key, st, limit)
+        judge, reschedule = self._judge, self._reschedule
+        for key, st in self.table.due(watermark):
+            judge(key, st, limit, out)
+            reschedule(key, st, limit)
         self._after_sweep(limit)
         self.table.commit()
         return out
