@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..models import SEVERITIES, Alert, Sighting, Subject, WatchEntry
-from ..net import Net
+from ..net import Net, Site
 from ..params import Param
 from ..watchlist import WatchlistView
 
@@ -40,16 +40,30 @@ class Context:
         return e
 
 
-@dataclass(slots=True)
 class Event:
-    """A sighting as ordered detectors see it: compact, stored in the subject's queue."""
+    """A sighting as ordered detectors see it: compact, stored in the subject's queue.
 
-    ts: int
-    id: str
-    site: str
-    dir: str | None
-    tz: int
-    subject: Subject
+    The subject is made from its key only when a detector asks for it (mostly to alert):
+    nearly every event is judged without."""
+
+    __slots__ = ("ts", "id", "site", "dir", "tz", "_subject", "_key")
+
+    def __init__(self, ts: int, id: str, site: str, dir: str | None, tz: int,
+                 subject: Subject | None = None, key: str | None = None) -> None:
+        self.ts = ts
+        self.id = id
+        self.site = site
+        self.dir = dir
+        self.tz = tz
+        self._subject = subject
+        self._key = key
+
+    @property
+    def subject(self) -> Subject:
+        s = self._subject
+        if s is None:
+            s = self._subject = Subject.from_key(self._key)  # type: ignore[arg-type]
+        return s
 
     def row(self) -> list[Any]:
         return [self.ts, self.id, self.site, self.dir, self.tz]
@@ -166,6 +180,13 @@ class Detector:
     def on_timer(self, deadline: int, payload: Any, subject: Subject, ctx: Context,
                  state: dict[str, Any]) -> list[Alert]:
         return []
+
+    def reacts(self, site: Site, direction: str | None) -> bool:
+        """Whether on_event can do anything (change state or timers, alert) for a sighting
+        at this site in this direction. The engine does not call on_event where it cannot,
+        nor give the rule state there, so a rule saying False must leave everything as it
+        was, whatever its state and timers."""
+        return True
 
     def keep_until(self, state: dict[str, Any]) -> int:
         """Until when (event time) this rule's state of a subject still matters."""

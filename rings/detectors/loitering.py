@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert
-from ..net import Net
+from ..net import Net, Site
 from ..params import Param
 from .base import NO_TIME, Context, Detector, Event, Timers
 from .describe import minutes, ring_label, who
@@ -49,6 +49,9 @@ class Loitering(Detector):
             summary=(f"{who(ev.subject)} crossed {ring_label(ctx.net, ring)} {n} times in "
                      f"{minutes(ev.ts - r['x'][0][0])}"),
             details={"crossings": n})]
+
+    def reacts(self, site: Site, direction: str | None) -> bool:
+        return site.ring is not None and direction is not None
 
     def keep_until(self, state: dict[str, Any]) -> int:
         t = NO_TIME
