@@ -29,7 +29,7 @@ from .detectors.base import Context
 from .detectors.convoy import Convoy
 from .detectors.describe import minutes, who
 from .models import Alert, Sighting, Subject
-from .schedule import NO_TIME
+from .schedule import NEVER, NO_TIME
 from .stage import Stage, insert_sorted
 from .state import KV
 
@@ -102,7 +102,10 @@ class SiteStage(Stage[Sighting, CoPass]):
             i -= 1
         self.stats.processed += 1
         insert_sorted(rows, [s.ts, s.id, s.subject.key, s.tz, None])
-        self._reschedule(key, st)
+        # _reschedule, inlined (a pass is never over on arrival): once per vehicle sighting.
+        nx = self._next_action(st)
+        st["nx"] = nx if nx < NEVER else NEVER - 1
+        self.table.put(key, st)
 
     def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:
         site, sep, _ = key.partition("#")
@@ -152,10 +155,12 @@ class SiteStage(Stage[Sighting, CoPass]):
     def _reschedule(self, key: str, st: dict[str, Any], now: int | None = None) -> None:
         # Within a sweep a bucket (or the site's `hot`) may still be the context of passes
         # judged later in the same sweep: what is over is forgotten after it.
-        if now is not None and self._next_action(st) < now:
+        nx = self._next_action(st)
+        if now is not None and nx < now:
             self._over.append(key)
             return
-        super()._reschedule(key, st, now)
+        st["nx"] = nx if nx < NEVER else NEVER - 1
+        self.table.put(key, st)
 
     def _after_sweep(self, limit: int) -> None:
         for key in self._over:

@@ -195,7 +195,9 @@ class EntityTable:
         start = self.swept
         if start is not None and upto <= start:
             return
-        get = self.get
+        # get(), inlined for an object store (it runs for every entity swept).
+        get = self._sget if self.objects else self.get
+        prefix = self.prefix if self.objects else ""
         seen: set[str] = set()
         for minute in sorted(m for m in self.dir if m * 60 < upto):
             lo = minute * 60 if start is None else max(minute * 60, start)
@@ -210,7 +212,7 @@ class EntityTable:
                 for key in listed:
                     if key in seen:
                         continue
-                    st = get(key)
+                    st = get(prefix + key)
                     if st is not None and st.get("xb") == sec:
                         seen.add(key)
                         yield key, st
