@@ -63,6 +63,9 @@ class Engine(Stage[Sighting, Alert]):
         self._ordered_at: dict[tuple[str, str, str | None], list[tuple[Any, str]]] = {}
         self._arrival_rules = {t: [(d, d.rule_id, d.stateless) for d in rules]
                                for t, rules in self._arrival_for.items()}
+        # ...of which these when no subject of the sighting is on the watchlist.
+        self._arrival_unlisted = {t: [x for x in rules if not x[0].needs_entry]
+                                  for t, rules in self._arrival_rules.items()}
         self._outliving = {d.rule_id for d in rules.detectors if d.horizon_ms() <= 0}
         self._dedupe = rules.dedupe_ms
         # Rules whose alerts need more than a version stamp: a plan, tags, exceptions.
@@ -87,7 +90,10 @@ class Engine(Stage[Sighting, Alert]):
         if ts > st["last"]:
             st["last"] = ts
         self.stats.processed += 1
-        arrival = self._arrival_rules.get(subject.type)
+        if s.with_ or self.ctx.watchlist.get(key) is not None:
+            arrival = self._arrival_rules.get(subject.type)
+        else:
+            arrival = self._arrival_unlisted.get(subject.type)
         if arrival is None:
             arrival = [(d, d.rule_id, d.stateless) for d in self.arrival]
         if arrival:

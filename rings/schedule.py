@@ -130,15 +130,15 @@ class EntityTable:
                 listed = index.get(sec)
                 if listed is None:
                     listed = index_get(sec)
-                if listed is None:
-                    index[sec] = [key]
-                else:
+                if listed is not None:
                     listed.append(key)
+                else:
+                    index[sec] = [key]
+                    minute = sec // 60          # (a listed second's minute is in `dir`)
+                    if minute not in dirs:
+                        dirs.add(minute)
+                        self._dir_changed = True
                 index_dirty.add(sec)
-                minute = sec // 60
-                if minute not in dirs:
-                    dirs.add(minute)
-                    self._dir_changed = True
         self._unindexed.clear()
 
     def commit(self) -> None:

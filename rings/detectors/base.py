@@ -119,6 +119,10 @@ class Detector:
     mode: ClassVar[str] = "arrival"      # arrival | ordered | stage (convoy)
     subjects: ClassVar[tuple[str, ...] | None] = None   # subject types judged; None: all
     stateless: ClassVar[bool] = False    # arrival rules keeping nothing get st=None
+    # Arrival rules that do nothing (no state, no alert) unless the sighting's subject or one
+    # of its `with` subjects has a watchlist entry: the engine skips them for the others
+    # (nearly every sighting), having looked the subject up once for all of them.
+    needs_entry: ClassVar[bool] = False
     # The severities this kind's alerts can have (before a rule's `severity` override), and
     # whether they carry the subject's watchlist severity (details.listed_severity): what an
     # `activate:` condition can ever meet (`rules check` refuses one that never can).

@@ -35,9 +35,12 @@ class Loitering(Detector):
         if site.ring is None or ev.dir is None:
             return []
         ring = site.ring
-        r = state.setdefault(ring, {"x": []})
-        window = self.p["window"]
-        r["x"] = [x for x in r["x"] if ev.ts - x[0] <= window] + [[ev.ts, ev.id]]
+        r = state.get(ring)
+        if r is None:                   # the first crossing of this ring (the usual case)
+            r = state[ring] = {"x": [[ev.ts, ev.id]]}
+        else:
+            window = self.p["window"]
+            r["x"] = [x for x in r["x"] if ev.ts - x[0] <= window] + [[ev.ts, ev.id]]
         if len(r["x"]) < self.p["crossings"] or ev.ts < r.get("cd", NO_TIME):
             return []
         r["cd"] = ev.ts + self.p["cooldown"]

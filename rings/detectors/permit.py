@@ -12,6 +12,7 @@ from .describe import who
 class PermitViolation(Detector):
     kind = "permit-violation"
     stateless = True
+    needs_entry = True
     mode = "arrival"
     subjects = ("vehicle",)
     severities = ("high",)

@@ -13,6 +13,7 @@ from .describe import pass_phrase
 class WatchlistHit(Detector):
     kind = "watchlist-hit"
     stateless = True
+    needs_entry = True
     listed = True
     params = (
         Param("lists", "str-list", None,
