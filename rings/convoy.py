@@ -101,7 +101,11 @@ class SiteStage(Stage[Sighting, CoPass]):
                 return
             i -= 1
         self.stats.processed += 1
-        insert_sorted(rows, [s.ts, s.id, s.subject.key, s.tz, None])
+        row = [s.ts, s.id, s.subject.key, s.tz, None]
+        if rows and rows[-1][0] >= s.ts:
+            insert_sorted(rows, row)
+        else:
+            rows.append(row)            # in order: the usual case, without the call
         # _reschedule, inlined (a pass is never over on arrival): once per vehicle sighting.
         nx = self._next_action(st)
         st["nx"] = nx if nx < NEVER else NEVER - 1

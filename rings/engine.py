@@ -130,7 +130,7 @@ class Engine(Stage[Sighting, Alert]):
         # restart (input is read at least once) is then still remembered or older than the
         # watermark, so the ordered rules cannot count it twice; and a late sighting's id
         # is not forgotten the moment it is seen.
-        floor = min(wm, st["last"]) - self._dedupe
+        floor = (wm if wm < st["last"] else st["last"]) - self._dedupe
         if len(seen) > 1 or ts < floor:
             if min(seen.values()) < floor:
                 st["seen"] = {i: t for i, t in seen.items() if t >= floor}

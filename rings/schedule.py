@@ -81,10 +81,15 @@ class EntityTable:
 
     def put(self, key: str, st: dict[str, Any]) -> None:
         """Keep the entity, to be written at commit (an object store: now) and indexed
-        under its next action (`nx`) at the next index_pending()."""
+        under its next action (`nx`) at the next index_pending().
+
+        An object store already holds every entity that was indexed (`xb`) and not deleted
+        since: the objects are the store's own, changed in place. Only the others are
+        written to it (new entities: most puts are of entities loaded and changed)."""
         self._unindexed[key] = st
         if self.objects:
-            self._sput(self.prefix + key, st)
+            if "xb" not in st or key in self.deleted:
+                self._sput(self.prefix + key, st)
         else:
             self.cache[key] = st
             self.dirty.add(key)
@@ -94,6 +99,7 @@ class EntityTable:
         self._unindexed.pop(key, None)
         if self.objects:
             self._sdel(self.prefix + key)
+            self.deleted.add(key)       # (put again, it must be written again)
             return
         self.cache.pop(key, None)
         self.dirty.discard(key)

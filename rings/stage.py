@@ -66,8 +66,9 @@ class Stage(Generic[T, O]):
         wm = self.watermark if watermark is None else max(self.watermark, watermark)
         out: list[O] = []
         try:
+            arrive = self._arrive
             for item in batch:
-                self._arrive(item, wm, out)
+                arrive(item, wm, out)
             target = wm if advance_to is None else max(wm, advance_to)
             if target > self.watermark:
                 # Index the arrivals so that the sweep sees them, but write each entity
