@@ -124,13 +124,15 @@ class SiteStage(Stage[Sighting, CoPass]):
         hot_before = len(hot), (hot[0][1] if hot else None)
         all_pairs = self.rule.p["all_pairs"]
         gap = self.gap
+        wl = self.ctx.watchlist
         while j < len(rows) and rows[j][0] < limit:
             row = rows[j]
             ts, sid, vkey, tz, _ = row
             j += 1
             while hot and ts - hot[0][0] > gap:
                 hot.pop(0)
-            mine = self._listed(vkey, ts)
+            # Most vehicles have no entry at all: answered without _listed's two calls.
+            mine = self._listed(vkey, ts) if wl.get(vkey) is not None else None
             row[4] = mine
             partners = self._recent(site, ts, row) if mine is not None or all_pairs \
                 else hot
