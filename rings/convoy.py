@@ -29,7 +29,7 @@ from .detectors.base import Context
 from .detectors.convoy import Convoy
 from .detectors.describe import minutes, who
 from .models import Alert, Sighting, Subject
-from .schedule import NO_TIME
+from .schedule import NEVER, NO_TIME
 from .stage import Stage, insert_sorted
 from .state import KV
 
@@ -101,8 +101,15 @@ class SiteStage(Stage[Sighting, CoPass]):
                 return
             i -= 1
         self.stats.processed += 1
-        insert_sorted(rows, [s.ts, s.id, s.subject.key, s.tz, None])
-        self._reschedule(key, st)
+        row = [s.ts, s.id, s.subject.key, s.tz, None]
+        if rows and rows[-1][0] >= s.ts:
+            insert_sorted(rows, row)
+        else:
+            rows.append(row)            # in order: the usual case, without the call
+        # _reschedule, inlined (a pass is never over on arrival): once per vehicle sighting.
+        nx = self._next_action(st)
+        st["nx"] = nx if nx < NEVER else NEVER - 1
+        self.table.put(key, st)
 
     def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[CoPass]) -> None:
         site, sep, _ = key.partition("#")
@@ -117,13 +124,15 @@ class SiteStage(Stage[Sighting, CoPass]):
         hot_before = len(hot), (hot[0][1] if hot else None)
         all_pairs = self.rule.p["all_pairs"]
         gap = self.gap
+        wl = self.ctx.watchlist
         while j < len(rows) and rows[j][0] < limit:
             row = rows[j]
             ts, sid, vkey, tz, _ = row
             j += 1
             while hot and ts - hot[0][0] > gap:
                 hot.pop(0)
-            mine = self._listed(vkey, ts)
+            # Most vehicles have no entry at all: answered without _listed's two calls.
+            mine = self._listed(vkey, ts) if wl.get(vkey) is not None else None
             row[4] = mine
             partners = self._recent(site, ts, row) if mine is not None or all_pairs \
                 else hot
@@ -152,10 +161,12 @@ class SiteStage(Stage[Sighting, CoPass]):
     def _reschedule(self, key: str, st: dict[str, Any], now: int | None = None) -> None:
         # Within a sweep a bucket (or the site's `hot`) may still be the context of passes
         # judged later in the same sweep: what is over is forgotten after it.
-        if now is not None and self._next_action(st) < now:
+        nx = self._next_action(st)
+        if now is not None and nx < now:
             self._over.append(key)
             return
-        super()._reschedule(key, st, now)
+        st["nx"] = nx if nx < NEVER else NEVER - 1
+        self.table.put(key, st)
 
     def _after_sweep(self, limit: int) -> None:
         for key in self._over:

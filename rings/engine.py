@@ -26,8 +26,8 @@ from .detectors.base import Event, Timers
 from .models import SUBJECT_TYPES, Alert, Sighting, Subject
 from .net import Net
 from .ruleset import RuleSet
-from .schedule import NO_TIME, SECOND
-from .stage import Stage, Stats
+from .schedule import NEVER, NO_TIME, SECOND
+from .stage import Stage, Stats, insert_sorted
 from .state import KV
 from .watchlist import WatchlistView
 
@@ -58,6 +58,14 @@ class Engine(Stage[Sighting, Alert]):
         self._arrival_for = {t: [d for d in self.arrival if d.applies(t)] for t in types}
         self._ordered_for = {t: [(d, d.rule_id) for d in self.ordered if d.applies(t)]
                              for t in types}
+        # ...and per (subject type, site, direction) the ordered rules that can react there
+        # (Detector.reacts), filled in as they are met.
+        self._ordered_at: dict[tuple[str, str, str | None], list[tuple[Any, str]]] = {}
+        self._arrival_rules = {t: [(d, d.rule_id, d.stateless) for d in rules]
+                               for t, rules in self._arrival_for.items()}
+        # ...of which these when no subject of the sighting is on the watchlist.
+        self._arrival_unlisted = {t: [x for x in rules if not x[0].needs_entry]
+                                  for t, rules in self._arrival_rules.items()}
         self._outliving = {d.rule_id for d in rules.detectors if d.horizon_ms() <= 0}
         self._dedupe = rules.dedupe_ms
         # Rules whose alerts need more than a version stamp: a plan, tags, exceptions.
@@ -69,7 +77,8 @@ class Engine(Stage[Sighting, Alert]):
     def _arrive(self, s: Sighting, wm: int, out: list[Alert]) -> None:
         subject = s.subject
         key = subject.key
-        st = self.table.get(key)
+        table = self.table
+        st = table.get(key)
         if st is None:
             st = {"seen": {}, "last": NO_TIME}
         seen = st["seen"]
@@ -81,20 +90,26 @@ class Engine(Stage[Sighting, Alert]):
         if ts > st["last"]:
             st["last"] = ts
         self.stats.processed += 1
-        arrival = self._arrival_for.get(subject.type, self.arrival)
+        if s.with_ or self.ctx.watchlist.get(key) is not None:
+            arrival = self._arrival_rules.get(subject.type)
+        else:
+            arrival = self._arrival_unlisted.get(subject.type)
+        if arrival is None:
+            arrival = [(d, d.rule_id, d.stateless) for d in self.arrival]
         if arrival:
             n0 = len(out)
-            for d in arrival:
-                if d.stateless:
+            ctx = self.ctx
+            for d, rid, stateless in arrival:
+                if stateless:
                     rs = None
                 else:
                     r = st.get("r")
                     if r is None:
                         r = st["r"] = {}
-                    rs = r.get(d.rule_id)
+                    rs = r.get(rid)
                     if rs is None:
-                        rs = r[d.rule_id] = {}
-                found = d.on_arrival(s, self.ctx, rs, wm)
+                        rs = r[rid] = {}
+                found = d.on_arrival(s, ctx, rs, wm)
                 if found:
                     out.extend(found)
             if len(out) > n0:
@@ -105,17 +120,42 @@ class Engine(Stage[Sighting, Alert]):
                       wm - ts)
         elif self.ordered:
             row = [ts, sid, s.site, s.dir, s.tz]
-            self.enqueue(st, row)
+            q = st.get("q")
+            if q:
+                insert_sorted(q, row)
+            else:
+                st["q"] = [row]
         # Ids are remembered for the dedupe window before the watermark and before the
         # subject's newest sighting, whichever is earlier: a sighting seen again after a
         # restart (input is read at least once) is then still remembered or older than the
         # watermark, so the ordered rules cannot count it twice; and a late sighting's id
         # is not forgotten the moment it is seen.
-        floor = min(wm, st["last"]) - self._dedupe
+        floor = (wm if wm < st["last"] else st["last"]) - self._dedupe
         if len(seen) > 1 or ts < floor:
             if min(seen.values()) < floor:
                 st["seen"] = {i: t for i, t in seen.items() if t >= floor}
-        self._reschedule(key, st)
+        # _reschedule, inlined: with sightings queued the next action is the first of them
+        # or of the deadlines.
+        q = st.get("q")
+        if q:
+            nx = q[0][0]
+            tm = st.get("tm")
+            if tm and tm[0][0] < nx:
+                nx = tm[0][0]
+        else:
+            nx = self._next_action(st)
+        st["nx"] = nx if nx < NEVER else NEVER - 1
+        table.put(key, st)
+
+    def _rules_at(self, stype: str, site: str, direction: str | None
+                  ) -> list[tuple[Any, str]]:
+        """The ordered rules for this subject type that can react at this site and
+        direction (all of them at a site the net does not know: let them say so)."""
+        rules = self._ordered_for.get(stype, ())
+        where = self.net.sites.get(site)
+        found = [(d, rid) for d, rid in rules if where is None or d.reacts(where, direction)]
+        self._ordered_at[(stype, site, direction)] = found
+        return found
 
     def _judge(self, key: str, st: dict[str, Any], limit: int, out: list[Alert]) -> None:
         """Feed the ordered rules everything of this subject before `limit`, in time order.
@@ -125,11 +165,12 @@ class Engine(Stage[Sighting, Alert]):
         tm = st.get("tm")
         if not q and not tm:
             return
-        subject = Subject.from_key(key)
+        stype = key.partition(":")[0]
+        subject: Subject | None = None          # made when a deadline or an alert needs it
         rstate = st.get("r")
         if rstate is None:
             rstate = st["r"] = {}
-        ordered = self._ordered_for.get(subject.type, ())
+        rules_at, ordered_at = self._rules_at, self._ordered_at
         ctx = self.ctx
         n0 = len(out)
         q = q or []
@@ -149,11 +190,18 @@ class Engine(Stage[Sighting, Alert]):
                     rs = rstate.get(rule)
                     if rs is None:
                         rs = rstate[rule] = {}
+                    if subject is None:
+                        subject = Subject.from_key(key)
                     out.extend(d.on_timer(deadline, payload, subject, ctx, rs))
                 continue
             row = q[qi]
-            ev = Event(row[0], row[1], row[2], row[3], row[4], subject)
             qi += 1
+            ordered = ordered_at.get((stype, row[2], row[3]))
+            if ordered is None:
+                ordered = rules_at(stype, row[2], row[3])
+            if not ordered:
+                continue
+            ev = Event(row[0], row[1], row[2], row[3], row[4], subject, key)
             for d, rid in ordered:
                 rs = rstate.get(rid)
                 if rs is None:
@@ -172,6 +220,24 @@ class Engine(Stage[Sighting, Alert]):
         if len(out) > n0:
             self._count(out, n0)
 
+    def _reschedule(self, key: str, st: dict[str, Any], now: int | None = None) -> None:
+        # Stage._reschedule with _next_action inlined (it runs for every judged subject).
+        q = st.get("q")
+        tm = st.get("tm")
+        if q or tm:
+            if q and tm:
+                nx = min(q[0][0], tm[0][0])
+            else:
+                nx = q[0][0] if q else tm[0][0]
+        else:
+            nx = self._keep(st)
+        if now is not None and nx < now:
+            self.table.delete(key)
+            self.stats.expired += 1
+            return
+        st["nx"] = nx if nx < NEVER else NEVER - 1
+        self.table.put(key, st)
+
     def _next_action(self, st: dict[str, Any]) -> int:
         # Pending work comes first; the windows (`keep`) are looked at again after it.
         q = st.get("q")
@@ -180,6 +246,11 @@ class Engine(Stage[Sighting, Alert]):
             if q and tm:
                 return min(q[0][0], tm[0][0])
             return q[0][0] if q else tm[0][0]
+        return self._keep(st)
+
+    def _keep(self, st: dict[str, Any]) -> int:
+        """Until when the subject's windows last (nothing pending); forgets empty rule
+        states and those of rules since removed."""
         keep = st["last"] + self.horizon
         r = st.get("r")
         if r:
@@ -189,7 +260,9 @@ class Engine(Stage[Sighting, Alert]):
                 if not rs or rule not in by_id:
                     del r[rule]                 # nothing kept, or a rule since removed
                 elif rule in outliving:
-                    keep = max(keep, by_id[rule].keep_until(rs))
+                    until = by_id[rule].keep_until(rs)
+                    if until > keep:
+                        keep = until
         return keep
 
     def _count(self, out: list[Alert], start: int) -> None:

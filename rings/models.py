@@ -22,10 +22,12 @@ PERMIT_LIST = "permit"
 class Subject:
     type: str
     id: str
+    # "type:id", how state, the watchlist and the partitioner know the subject: made once
+    # here, since the core reads it several times per sighting.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.type}:{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.type}:{self.id}")
 
     def to_json(self) -> dict[str, str]:
         return {"type": self.type, "id": self.id}

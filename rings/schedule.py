@@ -12,7 +12,13 @@ however far event time jumps. An index entry goes stale when the entity's next a
 moves; the sweep checks `xb` (the second it was last indexed under) and skips stale ones.
 
 Reads and writes are coalesced: an entity is loaded once per batch and written once at
-`commit()`, which is what keeps a changelog-backed store cheap.
+`commit()`, which is what keeps a changelog-backed store cheap. An object store (replay) holds
+the very objects the stages change, so there `put` writes through and nothing is cached.
+
+Entities are indexed before a sweep and at commit, each pass over the entities put since
+the last one only (`_unindexed`). During a sweep an entity keeps the second it was listed
+under, so that the sweep still meets it there even when another entity's judgement changed
+it first (a site's `hot` passes, in the site stage).
 """
 
 from __future__ import annotations
@@ -41,16 +47,19 @@ class EntityTable:
         self.objects = bool(getattr(store, "holds_objects", False))
         self.cache_limit = cache_limit if cache_limit is not None else CACHE_LIMIT
         self.cache: dict[str, dict[str, Any]] = {}
-        self.index: dict[int, list[str]] = {}    # cached index seconds (byte stores)
+        self.index: dict[int, list[str]] = {}    # cached index seconds
         self.index_dirty: set[int] = set()         # index seconds changed since commit
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set()               # byte stores: written at commit
         self.deleted: set[str] = set()
         raw = store.get(self.meta + "sw")
         self.swept: int | None = self._decode(raw) if raw is not None else None
+        self._unindexed: dict[str, dict[str, Any]] = {}   # put since the last indexing
         raw = store.get(self.meta + "dir")
         self.dir: set[int] = set(self._decode(raw)) if raw is not None else set()
         self._dir_changed = False
         self._swept_changed = False
+        # The store's methods, resolved once (called several times per entity).
+        self._sget, self._sput, self._sdel = store.get, store.put, store.delete
 
     def _decode(self, raw: Any) -> Any:
         return raw if self.objects else orjson.loads(raw)
@@ -61,40 +70,60 @@ class EntityTable:
     # ------------------------------------------------------------------ state
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if self.objects:
+            return self._sget(self.prefix + key)
         st = self.cache.get(key)
         if st is None and key not in self.deleted:
-            raw = self.store.get(self.prefix + key)
+            raw = self._sget(self.prefix + key)
             if raw is not None:
-                st = self._decode(raw)
-                self.cache[key] = st
+                st = self.cache[key] = orjson.loads(raw)
         return st
 
     def put(self, key: str, st: dict[str, Any]) -> None:
-        self.cache[key] = st
-        self.dirty.add(key)
-        self.deleted.discard(key)
+        """Keep the entity, to be written at commit (an object store: now) and indexed
+        under its next action (`nx`) at the next index_pending().
+
+        An object store already holds every entity that was indexed (`xb`) and not deleted
+        since: the objects are the store's own, changed in place. Only the others are
+        written to it (new entities: most puts are of entities loaded and changed)."""
+        self._unindexed[key] = st
+        if self.objects:
+            if "xb" not in st or key in self.deleted:
+                self._sput(self.prefix + key, st)
+        else:
+            self.cache[key] = st
+            self.dirty.add(key)
+            self.deleted.discard(key)
 
     def delete(self, key: str) -> None:
+        self._unindexed.pop(key, None)
+        if self.objects:
+            self._sdel(self.prefix + key)
+            self.deleted.add(key)       # (put again, it must be written again)
+            return
         self.cache.pop(key, None)
         self.dirty.discard(key)
         self.deleted.add(key)
 
     def discard(self) -> None:
         """Forget what was not committed (a batch that failed half-way): the cache must not
-        keep changes the store never got. (An object store shares its objects with the
-        cache, so there a failed batch's changes stay; replay stops on one anyway.)"""
+        keep changes the store never got. (An object store holds the objects themselves and
+        is written through, so there a failed batch's changes stay; replay stops on one
+        anyway.)"""
         self.cache.clear()
         self.index.clear()
         self.index_dirty.clear()
         self.dirty.clear()
         self.deleted.clear()
+        self._unindexed.clear()
 
     def index_pending(self) -> None:
-        """Index every changed entity under its next action (in memory; written at commit)."""
+        """Index every entity put since the last call under its next action (in memory;
+        written at commit)."""
         floor = self.swept
-        cache = self.cache
-        for key in self.dirty:
-            st = cache[key]
+        index, index_get, index_dirty, dirs = self.index, self._index_get, self.index_dirty, \
+            self.dir
+        for key, st in self._unindexed.items():
             nx = st.get("nx", NEVER)
             if nx >= NEVER:
                 raise AssertionError("an entity with no next action must be deleted")
@@ -102,30 +131,36 @@ class EntityTable:
             if floor is not None and sec < floor:
                 sec = floor             # already swept past: handle at the next sweep
             if st.get("xb") != sec:
+                # Listed under another second before: that entry goes stale (due() skips it).
                 st["xb"] = sec
-                listed = self._index_get(sec)
+                listed = index.get(sec)
                 if listed is None:
-                    self.index[sec] = [key]
-                else:
+                    listed = index_get(sec)
+                if listed is not None:
                     listed.append(key)
-                self.index_dirty.add(sec)
-                minute = sec // 60
-                if minute not in self.dir:
-                    self.dir.add(minute)
-                    self._dir_changed = True
+                else:
+                    index[sec] = [key]
+                    minute = sec // 60          # (a listed second's minute is in `dir`)
+                    if minute not in dirs:
+                        dirs.add(minute)
+                        self._dir_changed = True
+                index_dirty.add(sec)
+        self._unindexed.clear()
 
     def commit(self) -> None:
         """Write every changed entity once, and index it under its next action."""
         self.index_pending()
-        store, prefix, cache, encode = self.store, self.prefix, self.cache, self._encode
-        for key in self.dirty:
-            store.put(prefix + key, encode(cache[key]))
-        for key in self.deleted:
-            store.delete(prefix + key)
+        store, prefix, meta, encode = self.store, self.prefix, self.meta, self._encode
+        if not self.objects:
+            cache, put = self.cache, self._sput
+            for key in self.dirty:
+                put(prefix + key, orjson.dumps(cache[key]))
+            for key in self.deleted:
+                store.delete(prefix + key)
         for sec in self.index_dirty:
             listed = self.index.get(sec)
             if listed is not None:
-                store.put(f"{self.meta}w:{sec}", encode(listed))
+                store.put(f"{meta}w:{sec}", encode(listed))
         if not self.objects and len(self.index) > len(self.index_dirty):
             # Keep only the seconds this batch wrote (the next batch appends to the same
             # ones): the others wait in the store until they are swept, up to the horizon
@@ -134,42 +169,47 @@ class EntityTable:
             self.index = {sec: index[sec] for sec in self.index_dirty if sec in index}
         self.index_dirty.clear()
         if self._dir_changed:
-            store.put(self.meta + "dir", encode(sorted(self.dir)))
+            store.put(meta + "dir", encode(sorted(self.dir)))
             self._dir_changed = False
         if self._swept_changed:
-            store.put(self.meta + "sw", encode(self.swept))
+            store.put(meta + "sw", encode(self.swept))
             self._swept_changed = False
         self.dirty.clear()
         self.deleted.clear()
         if self.objects:
-            self.cache.clear()
             self.index.clear()
-        elif len(cache) > self.cache_limit:
+        elif len(self.cache) > self.cache_limit:
             # Oldest loaded first: entities touched again (judged, rescheduled) are the
             # likeliest to be touched soon, and usually were loaded later.
+            cache = self.cache
             for key in list(islice(cache, len(cache) - self.cache_limit // 2)):
                 del cache[key]
 
     def _index_get(self, sec: int) -> list[str] | None:
         listed = self.index.get(sec)
         if listed is None:
-            raw = self.store.get(f"{self.meta}w:{sec}")
+            raw = self._sget(f"{self.meta}w:{sec}")
             if raw is not None:
                 listed = self.index[sec] = self._decode(raw)
         return listed
 
     # ------------------------------------------------------------------ time
 
-    def due(self, upto_ms: int) -> Iterator[str]:
-        """Entity keys with an action before `upto_ms`, each once, oldest second first.
+    def due(self, upto_ms: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Entities with an action before `upto_ms`, as (key, state), each once, oldest
+        second first.
 
         Only whole seconds are swept (an action at 12.4 s waits until the watermark passes
-        13 s), so a second's index key is read and removed exactly once.
+        13 s), so a second's index key is read and removed exactly once. Entities put while
+        the sweep runs are indexed at commit, from `upto` on: for the next sweep.
         """
         upto = upto_ms // SECOND
         start = self.swept
         if start is not None and upto <= start:
             return
+        # get(), inlined for an object store (it runs for every entity swept).
+        get = self._sget if self.objects else self.get
+        prefix = self.prefix if self.objects else ""
         seen: set[str] = set()
         for minute in sorted(m for m in self.dir if m * 60 < upto):
             lo = minute * 60 if start is None else max(minute * 60, start)
@@ -180,14 +220,14 @@ class EntityTable:
                     continue
                 self.index.pop(sec, None)
                 self.index_dirty.discard(sec)
-                self.store.delete(f"{self.meta}w:{sec}")
+                self._sdel(f"{self.meta}w:{sec}")
                 for key in listed:
                     if key in seen:
                         continue
-                    st = self.get(key)
+                    st = get(prefix + key)
                     if st is not None and st.get("xb") == sec:
                         seen.add(key)
-                        yield key
+                        yield key, st
             if minute * 60 + 60 <= upto:
                 self.dir.discard(minute)
                 self._dir_changed = True

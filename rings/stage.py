@@ -66,8 +66,9 @@ class Stage(Generic[T, O]):
         wm = self.watermark if watermark is None else max(self.watermark, watermark)
         out: list[O] = []
         try:
+            arrive = self._arrive
             for item in batch:
-                self._arrive(item, wm, out)
+                arrive(item, wm, out)
             target = wm if advance_to is None else max(wm, advance_to)
             if target > self.watermark:
                 # Index the arrivals so that the sweep sees them, but write each entity
@@ -89,11 +90,10 @@ class Stage(Generic[T, O]):
         self.store.put(self._wm_key, orjson.dumps(watermark))
         limit = self.limit
         out: list[O] = []
-        for key in self.table.due(watermark):
-            st = self.table.get(key)
-            assert st is not None
-            self._judge(key, st, limit, out)
-            self._reschedule(key, st, limit)
+        judge, reschedule = self._judge, self._reschedule
+        for key, st in self.table.due(watermark):
+            judge(key, st, limit, out)
+            reschedule(key, st, limit)
         self._after_sweep(limit)
         self.table.commit()
         return out

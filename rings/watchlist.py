@@ -22,6 +22,8 @@ class Watchlist:
 
     def __init__(self, entries: Iterable[WatchEntry] = ()) -> None:
         self._entries: dict[str, WatchEntry] = {}
+        # get() is the dict's own (the detectors look up every sighting's subject).
+        self.get = self._entries.get           # type: ignore[method-assign]
         for e in entries:
             self.put(e)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert, Subject
-from ..net import Net
+from ..net import Net, Site
 from ..params import Param
 from .base import Context, Detector, Event, Timers
 from .describe import minutes, who
@@ -39,6 +39,9 @@ class CheckpointAvoidance(Detector):
             timers.add(ev.ts + self.p["within"], self.rule_id,
                        [ev.id, ev.site, site.approaches, ev.ts, ev.tz])
         return []
+
+    def reacts(self, site: Site, direction: str | None) -> bool:
+        return site.is_checkpoint or (site.approaches is not None and direction == "in")
 
     def on_timer(self, deadline: int, payload: Any, subject: Subject, ctx: Context,
                  state: dict[str, Any]) -> list[Alert]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..models import SEVERITIES, Alert, Sighting, Subject, WatchEntry
-from ..net import Net
+from ..net import Net, Site
 from ..params import Param
 from ..watchlist import WatchlistView
 
@@ -40,16 +40,30 @@ class Context:
         return e
 
 
-@dataclass(slots=True)
 class Event:
-    """A sighting as ordered detectors see it: compact, stored in the subject's queue."""
+    """A sighting as ordered detectors see it: compact, stored in the subject's queue.
 
-    ts: int
-    id: str
-    site: str
-    dir: str | None
-    tz: int
-    subject: Subject
+    The subject is made from its key only when a detector asks for it (mostly to alert):
+    nearly every event is judged without."""
+
+    __slots__ = ("ts", "id", "site", "dir", "tz", "_subject", "_key")
+
+    def __init__(self, ts: int, id: str, site: str, dir: str | None, tz: int,
+                 subject: Subject | None = None, key: str | None = None) -> None:
+        self.ts = ts
+        self.id = id
+        self.site = site
+        self.dir = dir
+        self.tz = tz
+        self._subject = subject
+        self._key = key
+
+    @property
+    def subject(self) -> Subject:
+        s = self._subject
+        if s is None:
+            s = self._subject = Subject.from_key(self._key)  # type: ignore[arg-type]
+        return s
 
     def row(self) -> list[Any]:
         return [self.ts, self.id, self.site, self.dir, self.tz]
@@ -105,6 +119,10 @@ class Detector:
     mode: ClassVar[str] = "arrival"      # arrival | ordered | stage (convoy)
     subjects: ClassVar[tuple[str, ...] | None] = None   # subject types judged; None: all
     stateless: ClassVar[bool] = False    # arrival rules keeping nothing get st=None
+    # Arrival rules that do nothing (no state, no alert) unless the sighting's subject or one
+    # of its `with` subjects has a watchlist entry: the engine skips them for the others
+    # (nearly every sighting), having looked the subject up once for all of them.
+    needs_entry: ClassVar[bool] = False
     # The severities this kind's alerts can have (before a rule's `severity` override), and
     # whether they carry the subject's watchlist severity (details.listed_severity): what an
     # `activate:` condition can ever meet (`rules check` refuses one that never can).
@@ -166,6 +184,13 @@ class Detector:
     def on_timer(self, deadline: int, payload: Any, subject: Subject, ctx: Context,
                  state: dict[str, Any]) -> list[Alert]:
         return []
+
+    def reacts(self, site: Site, direction: str | None) -> bool:
+        """Whether on_event can do anything (change state or timers, alert) for a sighting
+        at this site in this direction. The engine does not call on_event where it cannot,
+        nor give the rule state there, so a rule saying False must leave everything as it
+        was, whatever its state and timers."""
+        return True
 
     def keep_until(self, state: dict[str, Any]) -> int:
         """Until when (event time) this rule's state of a subject still matters."""

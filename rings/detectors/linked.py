@@ -81,8 +81,13 @@ class LinkedHit(Detector):
 
     def keep_until(self, state: dict[str, Any]) -> int:
         t = NO_TIME
-        for link in state.get("lk", ()):
-            t = max(t, link[0] + self.p["window"])
+        links = state.get("lk")
+        if links:
+            window = self.p["window"]
+            for link in links:
+                if link[0] + window > t:
+                    t = link[0] + window
         for h in state.get("h", ()):
-            t = max(t, h[0])
+            if h[0] > t:
+                t = h[0]
         return t

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert
-from ..net import Net
+from ..net import Net, Site
 from ..params import Param
 from .base import NO_TIME, Context, Detector, Event, Timers
 from .describe import minutes, ring_label, who
@@ -35,9 +35,12 @@ class Loitering(Detector):
         if site.ring is None or ev.dir is None:
             return []
         ring = site.ring
-        r = state.setdefault(ring, {"x": []})
-        window = self.p["window"]
-        r["x"] = [x for x in r["x"] if ev.ts - x[0] <= window] + [[ev.ts, ev.id]]
+        r = state.get(ring)
+        if r is None:                   # the first crossing of this ring (the usual case)
+            r = state[ring] = {"x": [[ev.ts, ev.id]]}
+        else:
+            window = self.p["window"]
+            r["x"] = [x for x in r["x"] if ev.ts - x[0] <= window] + [[ev.ts, ev.id]]
         if len(r["x"]) < self.p["crossings"] or ev.ts < r.get("cd", NO_TIME):
             return []
         r["cd"] = ev.ts + self.p["cooldown"]
@@ -49,6 +52,9 @@ class Loitering(Detector):
             summary=(f"{who(ev.subject)} crossed {ring_label(ctx.net, ring)} {n} times in "
                      f"{minutes(ev.ts - r['x'][0][0])}"),
             details={"crossings": n})]
+
+    def reacts(self, site: Site, direction: str | None) -> bool:
+        return site.ring is not None and direction is not None
 
     def keep_until(self, state: dict[str, Any]) -> int:
         t = NO_TIME

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models import Alert
-from ..net import Net
+from ..net import Net, Site
 from ..params import Param
 from .base import NO_TIME, Context, Detector, Event, Timers
 from .describe import minutes, ring_label, who
@@ -88,6 +88,9 @@ class Penetration(Detector):
             details={"chain": [c[0] for c in chain], "depth": ctx.net.zone_depth(ring),
                      "innermost": leaf, "list": entry.list,
                      "listed_severity": entry.severity})]
+
+    def reacts(self, site: Site, direction: str | None) -> bool:
+        return site.ring is not None and direction is not None
 
     def keep_until(self, state: dict[str, Any]) -> int:
         chain = state.get("c")

@@ -12,13 +12,14 @@ from .describe import who
 class PermitViolation(Detector):
     kind = "permit-violation"
     stateless = True
+    needs_entry = True
     mode = "arrival"
     subjects = ("vehicle",)
     severities = ("high",)
 
     def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
                    watermark: int) -> list[Alert]:
-        e = ctx.watchlist.get(s.key)
+        e = ctx.watchlist.get(s.subject.key)
         if e is None or not e.is_permit or e.permit is None or not e.active_at(s.ts):
             return []
         p = e.permit

@@ -13,6 +13,7 @@ from .describe import pass_phrase
 class WatchlistHit(Detector):
     kind = "watchlist-hit"
     stateless = True
+    needs_entry = True
     listed = True
     params = (
         Param("lists", "str-list", None,
@@ -33,6 +34,8 @@ class WatchlistHit(Detector):
     def on_arrival(self, s: Sighting, ctx: Context, st: dict[str, Any] | None,
                    watermark: int) -> list[Alert]:
         wl = ctx.watchlist
+        if not s.with_ and wl.get(s.subject.key) is None:
+            return []                   # the usual case, answered without the loop below
         subjects = (s.subject, *s.with_) if s.with_ else (s.subject,)
         out: list[Alert] = []
         lists = self.p.get("lists")
