@@ -30,6 +30,13 @@ from .config import KafkaSettings
 
 log = logging.getLogger("rings.worker")
 MAX_INFLIGHT = 8
+# The largest flush sent as one record batch, and so the changelog topics' max.message.bytes
+# (set when `rings worker` creates them). A record batch is appended to the log whole or not
+# at all, so a flush within it is atomic: a worker killed while sending cannot leave a
+# partition's changelog with part of an envelope's state. With several batches per flush it
+# could (an entity written, its index entry not), and a restarted stage skipped the sighting
+# as a duplicate and never judged it.
+MAX_FLUSH_BYTES = 32 * 1024 * 1024
 
 
 class PartitionKV:
@@ -94,7 +101,7 @@ class ChangelogWriter(Service):
         s = self.settings
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.broker, acks="all", linger_ms=0,
-            max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024,
+            max_batch_size=MAX_FLUSH_BYTES, max_request_size=MAX_FLUSH_BYTES + (1 << 20),
             **s.client_options)
         await self.producer.start()
 
@@ -205,4 +212,8 @@ class ChangelogWriter(Service):
                                      "changelog batch")
             count += 1
         sent.append((await producer.send_batch(batch, topic, partition=kv.partition), count))
+        if len(sent) > 1:
+            log.warning("a changelog flush of %d records took %d record batches: it is not "
+                        "atomic (more than %d MB of state in one envelope)", len(records),
+                        len(sent), MAX_FLUSH_BYTES >> 20)
         return sent

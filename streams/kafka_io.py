@@ -79,7 +79,8 @@ async def wait_for_broker(settings: KafkaSettings, timeout: float = 60.0) -> Non
 
 
 async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None:
-    """Create topics that do not exist yet. specs: name -> {partitions, compact}."""
+    """Create topics that do not exist yet. specs: name -> {partitions, compact, max_bytes}
+    (max_bytes: the topic's max.message.bytes, the largest record batch it takes)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
     await admin.start()
     try:
@@ -90,6 +91,8 @@ async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None
             if full in existing:
                 continue
             cfg = {"cleanup.policy": "compact"} if spec.get("compact") else {}
+            if spec.get("max_bytes"):
+                cfg["max.message.bytes"] = str(spec["max_bytes"])
             new.append(NewTopic(full, spec.get("partitions", 4), 1, topic_configs=cfg))
         if new:
             try:

@@ -34,7 +34,7 @@ from rings.models import Alert
 from rings.net import Net
 from rings.ruleset import RuleSet
 
-from .changelog import ChangelogWriter, PartitionKV
+from .changelog import MAX_FLUSH_BYTES, ChangelogWriter, PartitionKV
 from .config import (PLAN_ACKS, PLAN_AUDIT, PLAN_COMMANDS, PLAN_DLQ, PLAN_INBOX, PLAN_ORDERS,
                      PLAN_STATUS, KafkaSettings)
 from .metrics import Metrics
@@ -239,4 +239,5 @@ def topic_specs() -> dict[str, dict]:
             PLAN_ORDERS: {"partitions": 1}, PLAN_STATUS: {"partitions": 1},
             PLAN_AUDIT: {"partitions": 1, "compact": True}, PLAN_DLQ: {"partitions": 1},
             PLAN_INBOX: {"partitions": 1},
-            "rings-plan-state-changelog": {"partitions": 1, "compact": True}}
+            "rings-plan-state-changelog": {"partitions": 1, "compact": True,
+                                           "max_bytes": MAX_FLUSH_BYTES}}

@@ -13,6 +13,7 @@ from rings.ruleset import RuleSet
 from .app import WorkerOptions, build_app
 from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, PSEUDO_WATCHLIST,
                      SIGHTINGS, SIGHTINGS_DLQ, WATCHLIST, KafkaSettings)
+from .changelog import MAX_FLUSH_BYTES
 from .kafka_io import ensure_topics, topic_partitions, wait_for_broker
 from .lockdown import topic_specs as plan_topic_specs
 from .rules_feed import TOPICS as RULES_TOPICS
@@ -32,7 +33,8 @@ def topic_specs(partitions: int) -> dict[str, dict]:
         BY_SITE: {"partitions": partitions},
         BY_PAIR: {"partitions": partitions},
         ENGINE_DLQ: {"partitions": 1},
-        **{f"rings-{t}-state-changelog": {"partitions": partitions, "compact": True}
+        **{f"rings-{t}-state-changelog": {"partitions": partitions, "compact": True,
+                                          "max_bytes": MAX_FLUSH_BYTES}
            for t in ("subject", "site", "pair")},
         **plan_topic_specs(),
         **RULES_TOPICS,

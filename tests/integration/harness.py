@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from rings.timefmt import parse_ts
@@ -200,6 +201,20 @@ class Kafka:
                 return list(await admin.list_topics())
             finally:
                 await admin.close()
+        return asyncio.run(go())
+
+    def topic_config(self, topic: str, name: str) -> str | None:
+        """One setting of this test's topic as the broker has it (None: not set at all)."""
+        async def go() -> str | None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+            await admin.start()
+            try:
+                [resp] = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, self.t(topic))])
+            finally:
+                await admin.close()
+            [res] = resp.resources
+            return next((e[1] for e in res[4] if e[0] == name), None)
         return asyncio.run(go())
 
     # ------------------------------------------------------------------ consume
