@@ -57,6 +57,20 @@ def inbox_record(kind: str, src: tuple[str, int, int, int], raw: bytes | None = 
     return orjson.dumps(d)
 
 
+def forwarded_from(value: bytes) -> tuple[str | None, int]:
+    """For a command or ack forwarded to the inbox: the bookkeeping key of its source
+    partition and its source offset; (None, -1) for anything else (a rule's trigger, a
+    record that does not parse: `_apply` reports it)."""
+    try:
+        d = orjson.loads(value)
+        if d.get("k") in ("cmd", "ack"):
+            topic, partition, offset = d["src"][:3]
+            return f"~src:{topic}:{int(partition)}", int(offset)
+    except Exception:  # noqa: BLE001
+        pass
+    return None, -1
+
+
 class Lockdown:
     """The plan agents of one worker (built by `build_app`)."""
 
@@ -134,6 +148,17 @@ class Lockdown:
                     raw_last = kv.get("~off")
                     if raw_last is not None and off <= int(raw_last):
                         continue
+                    # A forwarder reads its topic at least once: after a rebalance it can
+                    # forward a command or ack again, at a new inbox offset. The source
+                    # position tells a repeat (each source partition is forwarded in order).
+                    seen_key, src_off = forwarded_from(event.value)
+                    if seen_key is not None:
+                        raw_seen = kv.get(seen_key)
+                        if raw_seen is not None and src_off <= int(raw_seen):
+                            log.info("plans: a forwarded record seen before, skipped")
+                            kv.put("~off", str(off).encode())
+                            await self.changelog.flush(kv)
+                            continue
                     try:
                         out = self._apply(desk, event.value, int(time.time() * 1000))
                     except Exception:  # noqa: BLE001 - a bug: keep the input, go on
@@ -144,6 +169,8 @@ class Lockdown:
                         self.desk = None          # reload from the store: drop half-applied
                         kv.pending.clear()
                     await self._send(out)
+                    if seen_key is not None:
+                        kv.put(seen_key, str(src_off).encode())
                     kv.put("~off", str(off).encode())
                     await self.changelog.flush(kv)
 
