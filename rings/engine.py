@@ -85,6 +85,13 @@ class Engine(Stage[Sighting, Alert]):
         sid, ts = s.id, s.ts
         if sid in seen:
             self.stats.duplicates += 1
+            if "xb" in st:
+                # Listed again under its next action: after a crash the subject's state can
+                # be restored ahead of the index entry naming it (the repeat of its last
+                # envelope is then all duplicates), and unlisted it would never be judged.
+                # A second entry in the same second is skipped by the sweep.
+                del st["xb"]
+                table.put(key, st)
             return
         seen[sid] = ts
         if ts > st["last"]:
