@@ -45,6 +45,7 @@ from .envelope import Envelope, partition_for
 from .ingest import IngestService
 from .lockdown import Lockdown
 from .rules_feed import RulesFeed
+from .watch_reader import WatchReader
 from .metrics import Metrics, consumer_lags, rocksdb_memory, state_keys
 from .rocks import RocksBudget, state_cache_from_env, use_budget
 
@@ -177,20 +178,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         metrics.watchlist_invalid.labels(err.reason).inc()
         log.warning("ignoring an invalid watchlist entry: %s", err.reason)
 
-    def watch_raw(key: str) -> bytes | None:
-        # Straight to the partitions' RocksDB (bloom filter first): through the table, a
-        # lookup of an unlisted subject (most lookups) went through several layers.
-        k = key.encode()
-        dbs = watch_table.data._dbs
-        if not dbs:
-            return watch_table.get(k)
-        for db in dbs.values():
-            if db.key_may_exist(k):
-                v = db.get(k)
-                if v is not None:
-                    return v
-        return None
-
+    watch_raw = WatchReader(watch_table)
     watchlist = RawWatchlist(watch_raw, net.sites, on_invalid)
     state_tables = [subject_state, site_state, pair_state, watch_table]
 
@@ -218,8 +206,11 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                     reason = e.reason if isinstance(e, InvalidRecord) else "bad-json"
                     on_invalid("", InvalidRecord(reason))
         app.agent(raw_topic(WATCHLIST), name="watchlist-pseudonyms")(pseudonymise_watchlist)
-    watch_table.on_change = lambda k: watchlist.changed(k.decode(errors="replace")) \
-        if k is not None else None
+    def on_watch_change(k: bytes | None) -> None:
+        if k is not None:
+            watch_raw.changed(k)
+            watchlist.changed(k.decode(errors="replace"))
+    watch_table.on_change = on_watch_change
     ctx = Context(net, watchlist)
 
     # Per partition: the stage objects and the clock of their upstream partitions. Rebuilt
@@ -246,6 +237,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         await changelog.drain_all()
         kvs.clear()
         watchlist.forget()
+        watch_raw.forget()
         subjects.clear()
         sites.clear()
         pairs.clear()

@@ -1,0 +1,122 @@
+"""The worker's reads of its RocksDB stores: stage state (PartitionKV) and the watchlist's
+global table (WatchReader), on real rocksdict databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import rocksdict
+
+from streams.changelog import PartitionKV
+from streams.watch_reader import WatchReader
+
+
+class Stores:
+    """What the readers use of a Faust table: its per-partition databases (`data._dbs`),
+    opened on demand as Faust's rocksdict store does."""
+
+    def __init__(self, tmp_path: Any, partitions: int = 0) -> None:
+        self.tmp_path = tmp_path
+        self._dbs: dict[int, rocksdict.Rdict] = {}
+        for p in range(partitions):
+            self._db_for_partition(p)
+
+    def _db_for_partition(self, p: int) -> rocksdict.Rdict:
+        if p not in self._dbs:
+            self._dbs[p] = rocksdict.Rdict(str(self.tmp_path / f"p{p}"),
+                                           rocksdict.Options(raw_mode=True))
+        return self._dbs[p]
+
+
+class Table:
+    def __init__(self, data: Stores) -> None:
+        self.data = data
+        self.asked: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:      # the table's own (slow) path
+        self.asked.append(key)
+        return None
+
+
+@pytest.fixture
+def stores(tmp_path: Any) -> Any:
+    s = Stores(tmp_path, 4)
+    yield s
+    for db in s._dbs.values():
+        db.close()
+
+
+def test_partition_kv_reads_its_pending_writes_before_the_database(stores: Stores) -> None:
+    kv = PartitionKV(Table(stores), 1)
+    db = stores._dbs[1]
+    db[b"s:v:A"] = b"old"
+    db[b"s:v:B"] = b"kept"
+    kv.put("s:v:A", b"new")
+    kv.delete("s:v:B")
+    assert kv.get("s:v:A") == b"new"
+    assert kv.get("s:v:B") is None              # deleted here, though RocksDB has it
+    assert kv.get("s:v:C") is None
+    db[b"s:v:C"] = b"there"
+    assert kv.get("s:v:C") == b"there"
+    # Bookkeeping keys are per partition: the same name in two partitions' databases.
+    kv.put("~off", b"7")
+    kv.write_local()
+    assert db[b"~1~off"] == b"7"
+    assert db[b"s:v:A"] == b"new" and db.get(b"s:v:B") is None
+
+
+def test_watch_reader_answers_listed_and_unlisted(stores: Stores) -> None:
+    stores._dbs[2][b"vehicle:AB123"] = b"entry-ab"
+    reader = WatchReader(Table(stores))
+    assert reader("vehicle:AB123") == b"entry-ab"
+    assert reader("vehicle:ZZ999") is None
+    assert reader.filtered and len(reader) == 1
+
+
+def test_watch_reader_sees_entries_written_after_it_was_built(stores: Stores) -> None:
+    reader = WatchReader(Table(stores))
+    assert reader("vehicle:NEW1") is None       # builds the set: nothing listed
+    stores._dbs[0][b"vehicle:NEW1"] = b"entry-new"
+    reader.changed(b"vehicle:NEW1")              # as the table's changelog tells it
+    assert reader("vehicle:NEW1") == b"entry-new"
+    # A removal leaves the key in the set: a lookup that finds nothing, never a miss.
+    del stores._dbs[0][b"vehicle:NEW1"]
+    reader.changed(b"vehicle:NEW1")
+    assert reader("vehicle:NEW1") is None
+
+
+def test_watch_reader_rebuilds_after_a_rebalance_and_when_stores_open(tmp_path: Any) -> None:
+    stores = Stores(tmp_path, 1)
+    try:
+        reader = WatchReader(Table(stores))
+        assert reader("person:P1") is None
+        stores._dbs[0][b"person:P1"] = b"entry-p1"   # restored without passing `changed`
+        reader.forget()                              # the worker rebalanced
+        assert reader("person:P1") == b"entry-p1"
+        stores._db_for_partition(1)[b"person:P2"] = b"entry-p2"   # a partition opened
+        assert reader("person:P2") == b"entry-p2"
+    finally:
+        for db in stores._dbs.values():
+            db.close()
+
+
+def test_watch_reader_keeps_no_set_for_a_huge_watchlist(stores: Stores) -> None:
+    for i in range(5):
+        stores._dbs[i % 4][f"vehicle:X{i}".encode()] = f"entry-{i}".encode()
+    reader = WatchReader(Table(stores), max_keys=3)
+    assert reader("vehicle:X4") == b"entry-4"    # read from RocksDB, every time
+    assert not reader.filtered and len(reader) == 0
+    assert reader("vehicle:NOPE") is None
+    small = WatchReader(Table(stores), max_keys=10)
+    assert small("vehicle:X0") == b"entry-0" and small.filtered
+    for i in range(10):                           # the changelog grows it past the limit
+        small.changed(f"vehicle:Y{i}".encode())
+    assert not small.filtered
+    assert small("vehicle:X3") == b"entry-3"
+
+
+def test_watch_reader_without_stores_asks_the_table(tmp_path: Any) -> None:
+    table = Table(Stores(tmp_path, 0))
+    assert WatchReader(table)("vehicle:Q") is None
+    assert table.asked == [b"vehicle:Q"]
