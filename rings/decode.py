@@ -214,6 +214,10 @@ def decode_sightings(raws: Iterable[bytes], sites: dict[str, Any], limits: Limit
                 check_time(s, limits, now)      # raises, with the detail
             ok.append((n, s))
         except InvalidRecord as e:
+            # Kept without its traceback and context: they reference this frame, which
+            # holds `bad`, a reference cycle per bad record that only the garbage collector
+            # frees, and the drivers run without automatic collections (rings.gctune).
+            e.__traceback__ = e.__context__ = None
             bad.append((n, e))
         except RecursionError:
             bad.append((n, InvalidRecord("bad-json", "nested too deeply")))

@@ -398,9 +398,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     @app.timer(300.0)
     async def _collect_garbage() -> None:
-        # The worker runs with rare full collections (rings.gctune); free cycles made by
-        # the framework every few minutes, between envelopes.
-        collect_now()
+        # The worker runs without automatic collections (rings.gctune); free cycles made
+        # by the framework every few minutes, between envelopes.
+        t0 = time.perf_counter()
+        found = collect_now()
+        log.info("garbage collection: %d unreachable objects freed in %.2f s", found,
+                 time.perf_counter() - t0)
 
     @app.task
     async def _widen_producer_buffer() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from typing import Iterator
+
 import pytest
 
 from rings.net import Net, load_net
@@ -18,3 +21,12 @@ def net() -> Net:
 @pytest.fixture(scope="session")
 def rules() -> RuleSet:
     return load_rules(str(RULES_DIR))
+
+
+@pytest.fixture(autouse=True)
+def _collector_back_on() -> Iterator[None]:
+    """`rings replay` run in-process turns automatic garbage collection off (rings.gctune),
+    for a driver's whole life; the tests after it must not run that way."""
+    yield
+    if not gc.isenabled():
+        gc.enable()

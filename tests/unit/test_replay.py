@@ -6,6 +6,7 @@ what all of them do; tests about one rule pass `--rules` with a file of just tha
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 
@@ -134,6 +135,20 @@ def test_replay_alerts_and_bad_lines(tmp_path, capsys):
     assert got == bad
     assert err[-1] == (f"rings replay: {n_lines} sightings, {len(bad)} bad, "
                        f"{len(expected) + 1} alerts")
+
+
+def test_replay_runs_without_the_garbage_collector_and_leaves_no_cycles(tmp_path, capsys):
+    """Replay (and the worker) turn automatic collection off (rings.gctune): that is only
+    safe while the core and the decoding make no reference cycles, bad lines included (an
+    exception kept with its traceback held one per bad line)."""
+    sightings, watchlist, bad, expected, _ = write_inputs(tmp_path)
+    gc.collect()
+    code, alerts, err = run(capsys, str(sightings), "--watchlist", str(watchlist))
+    assert not gc.isenabled()
+    assert code == 0 and len(alerts) == len(expected) + 1
+    assert len([x for x in err if not x.startswith("rings replay:")]) == len(bad) > 0
+    del alerts, err
+    assert gc.collect() == 0
 
 
 def test_replay_twice_gives_the_same_alerts(tmp_path, capsys):
