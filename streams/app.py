@@ -45,9 +45,9 @@ from .envelope import Envelope, partition_for
 from .ingest import IngestService
 from .lockdown import Lockdown
 from .rules_feed import RulesFeed
-from .watch_reader import WatchReader
 from .metrics import Metrics, consumer_lags, rocksdb_memory, state_keys
 from .rocks import RocksBudget, state_cache_from_env, use_budget
+from .watch_reader import WatchReader
 
 log = logging.getLogger("rings.worker")
 

@@ -26,18 +26,22 @@ class WatchReader:
         self.max_keys = max_keys
         self._keys: set[bytes] | None = None       # None: not kept (too many keys)
         self._built_over = -1                      # databases it was built over (-1: to build)
-        self.filtered = False                      # whether a set is kept
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the set of keys is kept (not past `max_keys`)."""
+        return self._keys is not None
 
     def forget(self) -> None:
         """Build the set again at the next read (a rebalance may have reopened stores)."""
-        self._keys, self._built_over, self.filtered = None, -1, False
+        self._keys, self._built_over = None, -1
 
     def changed(self, key: bytes) -> None:
         """The table's changelog wrote `key` (a new entry, a change or a removal)."""
         if self._keys is not None:
             self._keys.add(key)
             if len(self._keys) > self.max_keys:
-                self._keys, self.filtered = None, False
+                self._keys = None
 
     def __len__(self) -> int:
         return len(self._keys) if self._keys is not None else 0
@@ -49,9 +53,9 @@ class WatchReader:
             for k in db.keys():
                 keys.add(k)
                 if len(keys) > self.max_keys:
-                    self._keys, self.filtered = None, False
+                    self._keys = None
                     return
-        self._keys, self.filtered = keys, True
+        self._keys = keys
 
     def __call__(self, key: str) -> bytes | None:
         """The raw entry listed under `key`, or None."""
