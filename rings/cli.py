@@ -423,9 +423,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     net, rules = _load(args)
     from .pseudonym import from_env
 
+    from streams.ingest_process import mode_from_env
+
     opts = WorkerOptions(partitions=args.partitions, data_dir=args.data_dir,
                          web_port=args.web_port, web_host=args.web_host,
-                         pseudonyms=from_env())
+                         pseudonyms=from_env(), ingest=mode_from_env())
     # Faust parses sys.argv itself; hand it only the program name.
     sys.argv = sys.argv[:1]
     run_worker(_kafka(args), net, rules, opts, loglevel=args.loglevel,

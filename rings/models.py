@@ -66,9 +66,10 @@ class Sighting:
         return d
 
     # Compact positional form for internal envelopes: cheaper to encode than the dict form.
-    def to_row(self) -> list[Any]:
+    def to_row(self, attrs: bool = True) -> list[Any]:
         return [self.id, self.ts, self.tz, self.site, self.dir, self.subject.type,
-                self.subject.id, [[w.type, w.id] for w in self.with_] or None, self.attrs]
+                self.subject.id, [[w.type, w.id] for w in self.with_] or None,
+                self.attrs if attrs else None]
 
     @staticmethod
     def from_row(row: list[Any]) -> "Sighting":

@@ -14,7 +14,10 @@ One run, one topic of simulated traffic over the sample net, and on it:
   default), a share of it watchlisted: from just before each sighting is produced to the
   receipt of its watchlist-hit alert on `alerts` (after an untimed warm-up, once the worker
   is idle);
-- `rss_mb`: the worker's peak resident memory (VmHWM), and `rss_mb_by_quarter` its RSS as
+- `engine_cpu_us_per_sighting`, `engine_cores`: what `engine_eps` cost in CPU, over the
+  worker's processes (`rings worker` and its ingest process);
+- `rss_mb`: the worker's peak resident memory (VmHWM, its processes together), and
+  `rss_mb_by_quarter` its RSS as
   a quarter, half, three quarters and all of the sightings were in (`rss_mb_by_tenth`: at
   each tenth; flat once the caches are full).
 
@@ -233,15 +236,39 @@ class WorkerProcess:
         with open(self.log.name, "rb") as f:
             return f.read()[-n:].decode(errors="replace")
 
+    # The worker is a process tree: `rings worker` and its ingest process (RINGS_INGEST).
+    # Memory and CPU are the tree's: the sum of each process's own figure (for the peak, an
+    # upper bound: the two peaks need not coincide).
+
+    def _pids(self) -> list[int]:
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return [pid, *(int(c) for c in f.read().split())]
+        except OSError:
+            return [pid]
+
     def rss_mb(self) -> float:
-        return self._status("VmRSS:")
+        return sum(self._status(p, "VmRSS:") for p in self._pids())
 
     def peak_rss_mb(self) -> float:
-        return self._status("VmHWM:")
+        return sum(self._status(p, "VmHWM:") for p in self._pids())
 
-    def _status(self, field: str) -> float:
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self._pids():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    @staticmethod
+    def _status(pid: int, field: str) -> float:
         try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
+            with open(f"/proc/{pid}/status") as f:
                 for line in f:
                     if line.startswith(field):
                         return int(line.split()[1]) / 1024
@@ -288,6 +315,9 @@ class WorkerGroup:
     def peak_rss_mb(self) -> float:
         return max(w.peak_rss_mb() for w in self.workers)
 
+    def cpu_seconds(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers)
+
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
@@ -304,6 +334,15 @@ def wait_until(pred: Callable[[], bool], deadline: float, what: str,
         time.sleep(every)
 
 
+def last_rows_at(worker: "WorkerProcess | WorkerGroup") -> float:
+    """When the subject and site stages last took in rows (wall clock, the latest over the
+    workers)."""
+    workers = worker.workers if isinstance(worker, WorkerGroup) else [worker]
+    return max(v for w in workers for k, v in w.metrics().items()
+               if k.startswith("rings_stage_last_rows_timestamp_seconds")
+               and ('stage="subjects"' in k or 'stage="sites"' in k))
+
+
 def engine_rate(worker: "WorkerProcess | WorkerGroup", traffic: Traffic, deadline: float) -> dict[str, float]:
     """Sightings per second through the worker's subject and site stages (the pair stage
     follows event time and sees only co-passes: a few per thousand sightings)."""
@@ -311,8 +350,11 @@ def engine_rate(worker: "WorkerProcess | WorkerGroup", traffic: Traffic, deadlin
     state: dict[str, float] = {}
 
     def started() -> bool:
+        # From the first sighting a stage takes in, as the peers are timed from their first
+        # message: the ingest (its own process) may have started a moment before the stage
+        # agents had their partitions, and that start-up is not the rate.
         m = worker.metrics()
-        return worker.total(m, "rings_sightings_total") > 0
+        return worker.total(m, "rings_stage_events_total", stage="subjects") > 0
 
     def done() -> bool:
         m = worker.metrics()
@@ -327,9 +369,15 @@ def engine_rate(worker: "WorkerProcess | WorkerGroup", traffic: Traffic, deadlin
         rss.append((state.get("subjects", 0.0), worker.rss_mb()))
         return finished
 
-    t0 = wait_until(started, deadline, "the worker's first sighting", worker.alive, 0.01)
-    t1 = wait_until(done_and_sample, deadline, "the worker to take in every sighting",
-                    worker.alive)
+    wait_until(started, deadline, "the worker's first sighting", worker.alive, 0.01)
+    t0, cpu0, seen0 = time.time(), worker.cpu_seconds(), time.monotonic()
+    # Polled slowly: a scrape of /metrics costs the worker 1 to 2 ms, and every 50 ms that
+    # was 3 to 4% of its time. The end is exact anyway: the stages report when they last
+    # took in rows.
+    wait_until(done_and_sample, deadline, "the worker to take in every sighting",
+               worker.alive, 0.25)
+    cpu, seen = worker.cpu_seconds() - cpu0, time.monotonic() - seen0
+    t1 = last_rows_at(worker)
     # Resident memory when a quarter, half, three quarters and all of the sightings were
     # in: flat once the caches are full and state expires in event time.
     def curve(parts: int) -> list[int | None]:
@@ -339,6 +387,10 @@ def engine_rate(worker: "WorkerProcess | WorkerGroup", traffic: Traffic, deadlin
             out.append(round(at[0]) if at else None)
         return out
     return {"engine_eps": n / max(1e-9, t1 - t0), "engine_seconds": t1 - t0,
+            # What the rate cost: CPU of the worker's processes (all workers, with their
+            # ingest processes) per sighting, and the cores they kept busy on average.
+            "engine_cpu_us_per_sighting": cpu / n * 1e6,
+            "engine_cores": cpu / max(1e-9, seen),
             "rss_mb_by_quarter": curve(4), "rss_mb_by_tenth": curve(10)}
 
 
@@ -473,8 +525,9 @@ def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfi
         say("engine: the worker, every default rule" if cfg.workers == 1 else
             f"engine: {cfg.workers} workers in one group, every default rule")
         for k, v in engine_rate(worker, traffic, deadline).items():
-            result[k] = round(v, 2) if k.endswith("seconds") else \
-                v if isinstance(v, list) else round(v)
+            result[k] = round(v, 2) if k.endswith(("seconds", "cores")) else \
+                v if isinstance(v, list) else round(v, 1) if k.endswith("sighting") \
+                else round(v)
         # Warm-up, untimed: the first seconds of the live traffic move event time past
         # the throughput traffic, whose last `lateness` the ordered rules then judge in
         # one go; the timed part must not queue behind that.
@@ -550,8 +603,12 @@ def render(r: dict[str, Any]) -> str:
         lines += ["", f"  alert latency at {lat.get('offered_eps', 0):,}/s offered "
                   f"({lat.get('alerts', 0)} watchlist-hits): p50 {lat.get('p50')} ms, "
                   f"p95 {lat.get('p95')} ms, p99 {lat.get('p99')} ms, max {lat.get('max')} ms"]
+    if "engine_cpu_us_per_sighting" in r:
+        lines.append(f"  worker CPU: {r['engine_cpu_us_per_sighting']} µs a sighting, "
+                     f"{r['engine_cores']} cores busy on average (worker and ingest process)")
     if "rss_mb" in r:
-        lines.append(f"  worker peak memory (VmHWM): {r['rss_mb']} MB")
+        lines.append(f"  worker peak memory (VmHWM, worker and ingest process): "
+                     f"{r['rss_mb']} MB")
     if r.get("ratios"):
         lines += ["", "  ratios: " + ", ".join(f"{k} {v}x" for k, v in r["ratios"].items())]
     if r.get("targets"):

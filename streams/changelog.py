@@ -27,6 +27,7 @@ from mode import Service
 from rocksdict import WriteBatch
 
 from .config import KafkaSettings
+from .key_filter import KeyFilter
 
 log = logging.getLogger("rings.worker")
 MAX_INFLIGHT = 8
@@ -46,7 +47,7 @@ class PartitionKV:
     Entity keys are unique to their partition by construction; bookkeeping keys (`~...`)
     are the same in every partition, so they get the partition's prefix."""
 
-    __slots__ = ("table", "partition", "db", "prefix", "pending", "batch")
+    __slots__ = ("table", "partition", "db", "prefix", "pending", "batch", "filter")
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
@@ -58,6 +59,14 @@ class PartitionKV:
         # written to RocksDB in one write batch (one WAL append instead of one per key:
         # a put each was the worker's largest single cost) and sent to the changelog.
         self.pending: dict[bytes, bytes | None] = {}
+        # What the database may hold: a read of a key it certainly lacks (most reads: new
+        # subjects) is answered without asking RocksDB (see key_filter).
+        self.filter = self._filter_from_disk()
+
+    def _filter_from_disk(self, expected: int = 0) -> KeyFilter:
+        # RocksDB's estimate sizes it (an estimate too low only means one more rebuild).
+        on_disk = self.db.property_int_value("rocksdb.estimate-num-keys") or 0
+        return KeyFilter(self.db.keys(), max(expected, on_disk))
 
     def _k(self, key: str) -> bytes:
         return (self.prefix + key if key[0] == "~" else key).encode()
@@ -67,10 +76,13 @@ class PartitionKV:
         # (a raised and caught exception was a microsecond of each).
         k = (self.prefix + key if key[0] == "~" else key).encode()
         v = self.pending.get(k, _ABSENT)
-        return self.db.get(k) if v is _ABSENT else v
+        if v is not _ABSENT:
+            return v
+        return self.db.get(k) if self.filter.may_hold(k) else None
 
     def put(self, key: str, value: bytes) -> None:
-        self.pending[self._k(key)] = value
+        # _k inline: called for every entity written.
+        self.pending[(self.prefix + key if key[0] == "~" else key).encode()] = value
 
     def delete(self, key: str) -> None:
         self.pending[self._k(key)] = None
@@ -78,12 +90,17 @@ class PartitionKV:
     def write_local(self) -> None:
         """Apply the pending writes to RocksDB, atomically."""
         batch = WriteBatch(raw_mode=True)
+        put, delete = batch.put, batch.delete
         for k, v in self.pending.items():
             if v is None:
-                batch.delete(k)
+                delete(k)
             else:
-                batch.put(k, v)
+                put(k, v)
         self.db.write(batch)
+        f = self.filter
+        f.add_all(k for k, v in self.pending.items() if v is not None)
+        if f.full:
+            self.filter = self._filter_from_disk(2 * f.count)
 
 
 class ChangelogWriter(Service):

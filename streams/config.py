@@ -77,6 +77,21 @@ class KafkaSettings:
                                      mechanism=o["sasl_mechanism"],
                                      ssl_context=o.get("ssl_context"))
 
+    def portable(self) -> "KafkaSettings":
+        """These settings without the SSLContext, which does not cross a process boundary
+        (see `restored`)."""
+        return KafkaSettings(self.broker, self.prefix,
+                             {k: v for k, v in self.client_options.items()
+                              if k != "ssl_context"}, dict(self.tls_files))
+
+    def restored(self) -> "KafkaSettings":
+        """`portable()` settings made whole again in the process that received them."""
+        if not self.security_protocol.endswith("SSL") or "ssl_context" in self.client_options:
+            return self
+        return KafkaSettings(self.broker, self.prefix,
+                             {**self.client_options, "ssl_context": ssl_context(self.tls_files)},
+                             dict(self.tls_files))
+
     def describe_security(self) -> str:
         """For messages: protocol, mechanism and user, never the password."""
         o = self.client_options

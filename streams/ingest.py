@@ -73,6 +73,12 @@ class IngestService(Service):
         self.started_consuming = False
         self.lag: dict[tuple[str, int], int] = {}    # (topic, partition): records unread
 
+    def use_rules(self, lateness_ms: int, limits: Limits) -> None:
+        """A rule set pushed while running: its lateness and event-time bounds apply from
+        the next batch."""
+        self.wm.lateness_ms = lateness_ms
+        self.limits = limits
+
     async def on_start(self) -> None:
         s = self.settings
         self.consumer = AIOKafkaConsumer(
@@ -174,7 +180,9 @@ class IngestService(Service):
                 if pz is not None:
                     s = pz.sighting(s)          # before anything is kept or sent on
                 self.wm.observe(tp.partition, s.ts, now)
-                row = s.to_row()
+                # Without `attrs`: no stage reads them, and they were a dict to encode
+                # here and to decode in each stage for every sighting.
+                row = s.to_row(attrs=False)
                 kts = msgs[i].timestamp
                 for topic, (by, vehicles_only) in self.targets.items():
                     if vehicles_only and s.subject.type != "vehicle":

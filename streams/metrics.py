@@ -45,6 +45,14 @@ class Metrics:
         self.watermark = Gauge("rings_watermark_seconds",
                                "Event-time watermark of the ingest, seconds since the epoch.",
                                registry=r)
+        self.ingest_cpu = Counter(
+            "rings_ingest_process_cpu_seconds",
+            "CPU time (user and system) of this worker's ingest process (RINGS_INGEST="
+            "process; the worker's own is process_cpu_seconds_total).", registry=r)
+        self.ingest_rss = Gauge(
+            "rings_ingest_process_resident_memory_bytes",
+            "Resident memory of this worker's ingest process (RINGS_INGEST=process).",
+            registry=r)
         self.stage_watermark = Gauge(
             "rings_stage_watermark_seconds",
             "Lowest event-time watermark over this worker's partitions of a stage (subjects, "
@@ -54,6 +62,11 @@ class Metrics:
             "rings_stage_events_total",
             "Items a stage of this worker has taken in (sightings for subjects and sites, "
             "co-passes for pairs), repeats included.", ["stage"], registry=r)
+        self.stage_rows_at = Gauge(
+            "rings_stage_last_rows_timestamp_seconds",
+            "Wall-clock time a stage of this worker last took in an envelope with rows, "
+            "seconds since the epoch: with lag on its input, a stage whose time stands still "
+            "is stuck.", ["stage"], registry=r)
         self.watchlist_invalid = Counter("rings_watchlist_invalid_total",
                                          "Watchlist entries ignored because they are invalid.",
                                          ["reason"], registry=r)

@@ -74,6 +74,7 @@ def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOp
             "rules directory", pushed.version, bundle.get("by"), bundle.get("pushed"),
             rules.version)
         rules = pushed
+    opts.loglevel, opts.log_format = loglevel, log_format    # for the ingest process
     from faust.worker import Worker
 
     app, _ = build_app(settings, net, rules, opts, rules_offset=offset)

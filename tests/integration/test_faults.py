@@ -4,6 +4,7 @@ a worker of two killed with SIGKILL, and a consumer of `alerts` that does not ke
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -150,3 +151,60 @@ def test_a_slow_consumer_of_alerts_does_not_slow_detection(kafka: Kafka, start_w
     # wait for consumers (Kafka keeps the backlog for them).
     assert len(read) < 300 and took < 120, (len(read), took)
     assert worker.alive
+
+
+def _children(pid: int) -> list[int]:
+    """The worker's ingest processes (multiprocessing also starts a resource tracker)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids = [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+    out = []
+    for c in pids:
+        try:
+            with open(f"/proc/{c}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    out.append(c)
+        except OSError:
+            pass
+    return out
+
+
+def _metric(worker: Worker, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in worker.metrics().splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
+
+
+def test_the_ingest_process_killed_is_started_again(kafka: Kafka, start_worker) -> None:
+    """The ingest runs in a child process of the worker (RINGS_INGEST=process, the
+    default). Killed, it is started again by the worker, which itself stays up, and reads
+    on from its committed offsets: nothing is lost, and its counts still reach /metrics."""
+    worker = start_worker()
+    kafka.send_json("watchlist", [{"subject": WANTED, "list": "wanted", "severity": "high"}])
+    kafka.barrier(worker)
+    first = _children(worker.proc.pid)
+    assert len(first) == 1, first
+    before = [sighting(f"before-{i}") for i in range(300)]
+    kafka.send_json("sightings", before)
+    os.kill(first[0], signal.SIGKILL)  # some of them may not be ingested yet
+    after = [sighting(f"after-{i}") for i in range(300)]
+    kafka.send_json("sightings", after)
+    wait_until(lambda: _children(worker.proc.pid) not in ([], first), 60,
+               "the worker to start its ingest process again")
+    kafka.barrier(worker, timeout=120)
+    assert worker.alive
+    assert {s["id"] for s in before + after} <= hit_ids(kafka)
+    assert "the ingest process exited" in worker.log_tail(400)
+    # The new process's counts are forwarded: at least every sighting it read again.
+    wait_until(lambda: _metric(worker, "rings_sightings_total") >= len(after), 30,
+               "the restarted ingest's count in /metrics")
+    assert _metric(worker, "rings_ingest_process_cpu_seconds_total") > 0
+    assert _metric(worker, "rings_ingest_process_resident_memory_bytes") > 10e6
+    assert worker.get("/ready")[0] == 200
+    # Stopping the worker stops its ingest process too.
+    child = _children(worker.proc.pid)[0]
+    worker.stop()
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or
+               open(f"/proc/{child}/stat").read().split()[2] == "Z", 30,
+               "the ingest process to stop with the worker")

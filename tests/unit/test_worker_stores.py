@@ -48,22 +48,51 @@ def stores(tmp_path: Any) -> Any:
 
 
 def test_partition_kv_reads_its_pending_writes_before_the_database(stores: Stores) -> None:
-    kv = PartitionKV(Table(stores), 1)
     db = stores._dbs[1]
-    db[b"s:v:A"] = b"old"
+    db[b"s:v:A"] = b"old"                       # on disk before the stage reads (recovery)
     db[b"s:v:B"] = b"kept"
+    kv = PartitionKV(Table(stores), 1)
+    assert kv.get("s:v:A") == b"old"
     kv.put("s:v:A", b"new")
     kv.delete("s:v:B")
     assert kv.get("s:v:A") == b"new"
     assert kv.get("s:v:B") is None              # deleted here, though RocksDB has it
     assert kv.get("s:v:C") is None
-    db[b"s:v:C"] = b"there"
-    assert kv.get("s:v:C") == b"there"
     # Bookkeeping keys are per partition: the same name in two partitions' databases.
     kv.put("~off", b"7")
     kv.write_local()
     assert db[b"~1~off"] == b"7"
     assert db[b"s:v:A"] == b"new" and db.get(b"s:v:B") is None
+
+
+def test_partition_kv_filter_never_hides_a_written_key(stores: Stores) -> None:
+    """Reads of absent keys skip RocksDB (the key filter); no key written, before the
+    PartitionKV was made or through it, may read as absent, also after the filter has
+    outgrown its first size and was rebuilt from the database."""
+    db = stores._dbs[0]
+    before = [f"s:vehicle:OLD{i}".encode() for i in range(5_000)]
+    for k in before:
+        db[k] = b"restored"
+    kv = PartitionKV(Table(stores), 0)
+    first = kv.filter
+    n = first.capacity + 20_000                 # more keys than its first size holds
+    for start in range(0, n, 10_000):
+        for i in range(start, min(n, start + 10_000)):
+            kv.put(f"s:vehicle:NEW{i}", b"v%d" % i)
+        kv.write_local()
+        kv.pending.clear()
+    assert kv.filter is not first and kv.filter.capacity >= n + len(before)
+    assert all(kv.get(k.decode()) == b"restored" for k in before)
+    assert all(kv.get(f"s:vehicle:NEW{i}") == b"v%d" % i for i in range(n))
+    absent = [f"s:vehicle:NONE{i}" for i in range(20_000)]
+    passed = sum(kv.filter.may_hold(k.encode()) for k in absent)
+    assert passed < len(absent) * 0.05          # most absent keys never reach RocksDB
+    assert all(kv.get(k) is None for k in absent)
+    # A deleted key keeps its bits (a read of it goes to RocksDB, which has it no more).
+    kv.delete("s:vehicle:NEW1")
+    kv.write_local()
+    kv.pending.clear()
+    assert kv.get("s:vehicle:NEW1") is None
 
 
 def test_watch_reader_answers_listed_and_unlisted(stores: Stores) -> None:
