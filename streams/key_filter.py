@@ -45,12 +45,9 @@ class KeyFilter:
         j = (h >> 32) & mask
         return bool(bits[j >> 3] >> (j & 7) & 1)
 
-    def add(self, key: bytes) -> None:
-        self.add_all((key,))
-
     def add_all(self, keys: Iterable[bytes]) -> None:
         """Note these keys. Counts those not seen before (as far as the filter can tell),
-        which decides when it is full. In one loop, not a call of `add` per key: it runs for
+        which decides when it is full. One loop for all, not a call per key: it runs for
         every key written."""
         mask, bits = self.mask, self.bits
         new = 0
