@@ -45,7 +45,6 @@ from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, PSEUDO_WA
                      WATCHLIST, KafkaSettings)
 from .changelog import ChangelogWriter, PartitionKV
 from .envelope import Envelope, partition_for
-from .ingest import IngestService
 from .ingest_process import IngestConfig, IngestProcess
 from .lockdown import Lockdown
 from .rules_feed import RulesFeed
@@ -474,24 +473,14 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         return web.bytes(generate_latest(metrics.registry),
                          content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
-    if opts.ingest == "process":
-        ingest = IngestProcess(IngestConfig(
-            settings.portable(), net, current[0].lateness_ms, opts.partitions,
-            f"{app_id}-ingest", limits_for(current[0]), pz, opts.loglevel, opts.log_format),
-            metrics)
-        ingest_ref.append(ingest)
-        app.service(ingest)
-    else:
-        class Ingest(IngestService):
-            def __init__(self, **kw: Any) -> None:
-                super().__init__(settings, net, current[0].lateness_ms, opts.partitions,
-                                 group_id=f"{app_id}-ingest", metrics=metrics,
-                                 limits=limits_for(current[0]),     # max_skew, max_age
-                                 # always: a rule set pushed later may enable convoy
-                                 by_site=True, pseudonyms=pz, **kw)
-                ingest_ref.append(self)
-
-        app.service(Ingest)
+    ingest_config = IngestConfig(settings.portable(), net, current[0].lateness_ms,
+                                 opts.partitions, f"{app_id}-ingest",
+                                 limits_for(current[0]),       # max_skew, max_age
+                                 pz, opts.loglevel, opts.log_format)
+    ingest = IngestProcess(ingest_config, metrics) if opts.ingest == "process" \
+        else ingest_config.service(metrics)
+    ingest_ref.append(ingest)
+    app.service(ingest)
 
     def apply_rules(new: RuleSet, bundle: dict[str, Any]) -> None:
         """Switch to a pushed rule set. Between envelopes (no await here): the stages are

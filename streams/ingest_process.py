@@ -71,6 +71,17 @@ class IngestConfig:
     loglevel: str = "info"
     log_format: str = "text"
 
+    def service(self, metrics: Metrics, **kw: Any) -> Any:
+        """The IngestService this describes, in this process (the child's, or the worker's
+        own with RINGS_INGEST=inline)."""
+        from .ingest import IngestService
+
+        # by_site always: a rule set pushed later may enable convoy.
+        return IngestService(self.settings.restored(), self.net, self.lateness_ms,
+                             self.partitions, group_id=self.group_id, metrics=metrics,
+                             limits=self.limits, by_site=True, pseudonyms=self.pseudonyms,
+                             **kw)
+
 
 class IngestProcess(Service):
     """The worker's side: the child, its supervision, and what it reported last. Offers
@@ -222,12 +233,8 @@ def child_main(config: IngestConfig, conn: Connection, generation: int) -> None:
 
 
 async def _child(config: IngestConfig, conn: Connection, generation: int) -> None:
-    from .ingest import IngestService
-
     metrics = Metrics()
-    svc = IngestService(config.settings.restored(), config.net, config.lateness_ms,
-                        config.partitions, group_id=config.group_id, metrics=metrics,
-                        limits=config.limits, by_site=True, pseudonyms=config.pseudonyms)
+    svc = config.service(metrics)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
