@@ -58,7 +58,16 @@ class CoPass:
         return CoPass(w[0], w[1], w[2], w[3], w[4], (w[5][0], w[5][1]), w[6], w[7])
 
 
-class SiteStage(Stage[Sighting, CoPass]):
+def vehicle_pass(s: Sighting) -> list[Any]:
+    """A vehicle's sighting as the site stage takes it: [ts, id, site, vehicle key, tz].
+
+    The worker's ingest sends these rows on the site topic, so the site stage reads them as
+    they come (making a Sighting of each row was a tenth of its time), and replay makes the
+    same from its sightings."""
+    return [s.ts, s.id, s.site, s.subject.key, s.tz]
+
+
+class SiteStage(Stage[list[Any], CoPass]):
     """Co-passes per site, with the site's passes kept in time buckets.
 
     A busy site sees dozens of vehicles a second; its last `gap` and `lateness` of passes
@@ -72,6 +81,8 @@ class SiteStage(Stage[Sighting, CoPass]):
 
     Row: [ts, id, vehicle key, tz, listed-then] (listed-then: [severity, list] or None,
     set when the pass is judged).
+
+    Input: vehicle passes (`vehicle_pass`), of vehicles only.
     """
 
     BUCKET_MS = 5_000
@@ -83,26 +94,25 @@ class SiteStage(Stage[Sighting, CoPass]):
         self.gap = rule.p["gap"]
         self._over: list[str] = []          # entities over, forgotten after the sweep
 
-    def _arrive(self, s: Sighting, wm: int, out: list[CoPass]) -> None:
-        if s.subject.type != "vehicle":
-            return
-        if s.ts < wm:
+    def _arrive(self, p: list[Any], wm: int, out: list[CoPass]) -> None:
+        ts, sid, site, vkey, tz = p
+        if ts < wm:
             self.stats.late += 1
             return
-        key = f"{s.site}#{s.ts // self.BUCKET_MS}"
+        key = f"{site}#{ts // self.BUCKET_MS}"
         st = self.table.get(key)
         if st is None:
             st = {"r": [], "j": 0}
         rows = st["r"]
         i = len(rows) - 1                   # a twin has the same ts: look only there
-        while i >= 0 and rows[i][0] >= s.ts:
-            if rows[i][0] == s.ts and rows[i][1] == s.id:
+        while i >= 0 and rows[i][0] >= ts:
+            if rows[i][0] == ts and rows[i][1] == sid:
                 self.stats.duplicates += 1
                 return
             i -= 1
         self.stats.processed += 1
-        row = [s.ts, s.id, s.subject.key, s.tz, None]
-        if rows and rows[-1][0] >= s.ts:
+        row = [ts, sid, vkey, tz, None]
+        if rows and rows[-1][0] >= ts:
             insert_sorted(rows, row)
         else:
             rows.append(row)            # in order: the usual case, without the call

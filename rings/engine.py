@@ -38,6 +38,8 @@ log = logging.getLogger("rings.engine")
 
 
 class Engine(Stage[Sighting, Alert]):
+    seals = True            # a subject's judgement changes that subject alone
+
     def __init__(self, net: Net, rules: RuleSet, watchlist: WatchlistView, store: KV) -> None:
         super().__init__(store, "s:")
         self.net = net
@@ -243,7 +245,9 @@ class Engine(Stage[Sighting, Alert]):
             self.stats.expired += 1
             return
         st["nx"] = nx if nx < NEVER else NEVER - 1
-        self.table.put(key, st)
+        table = self.table
+        table.put(key, st)
+        table.seal(key, st)
 
     def _next_action(self, st: dict[str, Any]) -> int:
         # Pending work comes first; the windows (`keep`) are looked at again after it.

@@ -18,16 +18,35 @@ SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 PERMIT_LIST = "permit"
 
 
-@dataclass(frozen=True, slots=True)
 class Subject:
-    type: str
-    id: str
-    # "type:id", how state, the watchlist and the partitioner know the subject: made once
-    # here, since the core reads it several times per sighting.
-    key: str = field(init=False, repr=False, compare=False)
+    """A vehicle, person, ... as `type` and `id`; equal and hashed by both.
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "key", f"{self.type}:{self.id}")
+    Treated as immutable, though not enforced: a frozen dataclass sets its fields through
+    `object.__setattr__`, and at 0.39 µs a subject against 0.13 here that was a third of
+    making a sighting, which every stage does for every row it reads."""
+
+    __slots__ = ("type", "id", "key")
+
+    def __init__(self, type: str, id: str) -> None:
+        self.type = type
+        self.id = id
+        # "type:id", how state, the watchlist and the partitioner know the subject: made
+        # once here, since the core reads it several times per sighting.
+        self.key = f"{type}:{id}"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Subject:
+            return NotImplemented
+        return self.type == other.type and self.id == other.id    # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.id))
+
+    def __repr__(self) -> str:
+        return f"Subject(type={self.type!r}, id={self.id!r})"
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return Subject, (self.type, self.id)
 
     def to_json(self) -> dict[str, str]:
         return {"type": self.type, "id": self.id}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from .convoy import PairStage, SiteStage
+from .convoy import PairStage, SiteStage, vehicle_pass
 from .detectors import Context
 from .engine import Engine
 from .models import Alert, Sighting
@@ -33,7 +33,7 @@ class Pipeline:
                 advance_to: int | None = None) -> list[Alert]:
         alerts = self.engine.process(batch, watermark, advance_to)
         if self.convoys:
-            vehicles = [s for s in batch if s.subject.type == "vehicle"]
+            vehicles = [vehicle_pass(s) for s in batch if s.subject.type == "vehicle"]
             for site, pair in self.convoys:
                 copasses = site.process(vehicles, watermark, advance_to)
                 alerts.extend(pair.process(copasses, None, site.limit))

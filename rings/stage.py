@@ -50,6 +50,11 @@ class Stats:
 
 
 class Stage(Generic[T, O]):
+    # Whether an entity's judgement and rescheduling is the last change to it in a batch, so
+    # that it can be encoded at once (EntityTable.seal): not where judging one entity
+    # changes another (the site stage's `hot` passes).
+    seals = False
+
     def __init__(self, store: KV, namespace: str) -> None:
         self.store = store
         self.table = EntityTable(store, namespace)
@@ -73,7 +78,7 @@ class Stage(Generic[T, O]):
             if target > self.watermark:
                 # Index the arrivals so that the sweep sees them, but write each entity
                 # once per batch: advance() commits what both touched.
-                self.table.index_pending()
+                self.table.index_pending(seal=self.seals)
                 out.extend(self.advance(target))
             else:
                 self.table.commit()

@@ -389,7 +389,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         metrics.stage_events.labels("sites").inc(len(env.rows))
         if env.rows:
             metrics.stage_rows_at.labels("sites").set(time.time())
-        passes = [Sighting.from_row(r) for r in env.rows]
+        passes = env.vehicle_passes()
         out: dict[int, list[list[Any]]] = {}
         for stage in stages:
             for cp in stage.process(passes, None, wm):

@@ -14,7 +14,15 @@ from typing import Any
 
 import orjson
 
-VERSION = 2
+from rings.convoy import vehicle_pass
+from rings.models import Sighting
+
+# 3: rows on the site topic are vehicle passes (`rings.convoy.vehicle_pass`), not whole
+# sightings. A version-2 envelope is still read (see the site agent); a worker of before
+# version 3 sends version-2 envelopes and refuses version-3 ones, so a consumer group is
+# upgraded all at once.
+VERSION = 3
+READS = (2, 3)
 # Envelopes larger than this are sent in parts: the broker refuses messages over 1 MiB by
 # default, and rows of sightings up to 64 KiB each, all of one partition read in one fetch,
 # made one envelope of many MiB that failed its batch again at every retry.
@@ -62,6 +70,7 @@ class Envelope:
     src: dict[int, int]                  # upstream partition -> watermark after these rows
     rows: list[Any] = field(default_factory=list)
     kts: list[int] = field(default_factory=list)   # Kafka timestamps of the rows' sources
+    version: int = VERSION
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": VERSION, "src": {str(k): v for k, v in self.src.items()},
@@ -78,9 +87,18 @@ class Envelope:
         return (Envelope({}, self.rows[:h], self.kts[:h]).encode_parts(limit)
                 + Envelope(self.src, self.rows[h:], self.kts[h:]).encode_parts(limit))
 
+    def vehicle_passes(self) -> list[Any]:
+        """The rows of a site-topic envelope as the site stage takes them: as they are,
+        or made from the whole sightings an envelope of version 2 carried."""
+        if self.version >= 3:
+            return self.rows
+        return [vehicle_pass(Sighting.from_row(r)) for r in self.rows if r[5] == "vehicle"]
+
     @staticmethod
     def decode(raw: bytes) -> "Envelope":
         d = orjson.loads(raw)
-        if d.get("v") != VERSION:
-            raise ValueError(f"unsupported envelope version {d.get('v')!r}")
-        return Envelope({int(k): v for k, v in d["src"].items()}, d["rows"], d.get("kts") or [])
+        v = d.get("v")
+        if v not in READS:
+            raise ValueError(f"unsupported envelope version {v!r}")
+        return Envelope({int(k): v for k, v in d["src"].items()}, d["rows"], d.get("kts") or [],
+                        v)

@@ -20,6 +20,7 @@ from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from rings.clock import Watermark
+from rings.convoy import vehicle_pass
 from rings.engine import NO_TIME
 from rings.decode import Limits, Rejected, decode_sightings
 from rings.net import Net
@@ -182,18 +183,19 @@ class IngestService(Service):
                 self.wm.observe(tp.partition, s.ts, now)
                 # Without `attrs`: no stage reads them, and they were a dict to encode
                 # here and to decode in each stage for every sighting.
-                row = s.to_row(attrs=False)
                 kts = msgs[i].timestamp
                 for topic, (by, vehicles_only) in self.targets.items():
                     if vehicles_only and s.subject.type != "vehicle":
                         continue
                     if by == "subject":
                         p = partition_for(s.key.encode(), self.partitions)
+                        row = s.to_row(attrs=False)
                     else:
                         p = site_part.get(s.site)
                         if p is None:
                             p = site_part[s.site] = partition_for(s.site.encode(),
                                                                   self.partitions)
+                        row = vehicle_pass(s)
                     rows, stamps = outs[topic].setdefault(p, ([], []))
                     rows.append(row)
                     stamps.append(kts)

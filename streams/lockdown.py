@@ -167,7 +167,7 @@ class Lockdown:
                         out = Outcome(dead=[Rejected(event.value, "engine-error",
                                                      "the engine failed on this record")])
                         self.desk = None          # reload from the store: drop half-applied
-                        kv.pending.clear()
+                        kv.discard_writes()
                     await self._send(out)
                     if seen_key is not None:
                         kv.put(seen_key, str(src_off).encode())
