@@ -24,7 +24,7 @@ it first (a site's `hot` passes, in the site stage).
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -125,14 +125,7 @@ class EntityTable:
     def index_pending(self, seal: bool = False) -> None:
         """Index every entity put since the last call under its next action (in memory;
         written at commit). With `seal`, also encode each of them now (see `seal`)."""
-        floor = self.swept if self._sweep_to is None else self._sweep_to
-        listed_under = self._list
-        dumps = orjson.dumps if seal and not self.objects else None
-        dirty = self.dirty
-        for key, st in self._unindexed.items():
-            listed_under(key, st, floor)
-            if dumps is not None and key in dirty:
-                dirty[key] = dumps(st)
+        self._list(self._unindexed.items(), seal)
         self._unindexed.clear()
 
     def seal(self, key: str, st: dict[str, Any]) -> None:
@@ -140,35 +133,39 @@ class EntityTable:
         commit: encoded while its objects are still in the CPU's caches, rather than at
         commit after the whole sweep (measured: a state encoded cold costs several times
         as much, and encoding was a fifth of the worker's time)."""
-        if self._unindexed.pop(key, None) is None:
-            return                      # deleted, or not put
-        self._list(key, st, self.swept if self._sweep_to is None else self._sweep_to)
-        if not self.objects:
-            self.dirty[key] = orjson.dumps(st)    # type: ignore[assignment]
+        if self._unindexed.pop(key, None) is not None:      # (None: deleted, or not put)
+            self._list(((key, st),), True)
 
-    def _list(self, key: str, st: dict[str, Any], floor: int | None) -> None:
-        nx = st.get("nx", NEVER)
-        if nx >= NEVER:
-            raise AssertionError("an entity with no next action must be deleted")
-        sec = nx // SECOND
-        if floor is not None and sec < floor:
-            sec = floor             # already swept past: handle at the next sweep
-        if st.get("xb") != sec:
-            # Listed under another second before: that entry goes stale (due() skips it).
-            st["xb"] = sec
-            index = self.index
-            listed = index.get(sec)
-            if listed is None:
-                listed = self._index_get(sec)
-            if listed is not None:
-                listed.append(key)
-            else:
-                index[sec] = [key]
-                minute = sec // 60          # (a listed second's minute is in `dir`)
-                if minute not in self.dir:
-                    self.dir.add(minute)
-                    self._dir_changed = True
-            self.index_dirty.add(sec)
+    def _list(self, entities: Iterable[tuple[str, dict[str, Any]]], seal: bool) -> None:
+        # One loop for many entities: it runs for every entity put.
+        floor = self.swept if self._sweep_to is None else self._sweep_to
+        index, index_get, index_dirty, dirs = self.index, self._index_get, self.index_dirty, \
+            self.dir
+        dirty = self.dirty if seal and not self.objects else None
+        for key, st in entities:
+            nx = st.get("nx", NEVER)
+            if nx >= NEVER:
+                raise AssertionError("an entity with no next action must be deleted")
+            sec = nx // SECOND
+            if floor is not None and sec < floor:
+                sec = floor             # already swept past: handle at the next sweep
+            if st.get("xb") != sec:
+                # Listed under another second before: that entry goes stale (due() skips it).
+                st["xb"] = sec
+                listed = index.get(sec)
+                if listed is None:
+                    listed = index_get(sec)
+                if listed is not None:
+                    listed.append(key)
+                else:
+                    index[sec] = [key]
+                    minute = sec // 60          # (a listed second's minute is in `dir`)
+                    if minute not in dirs:
+                        dirs.add(minute)
+                        self._dir_changed = True
+                index_dirty.add(sec)
+            if dirty is not None and key in dirty:
+                dirty[key] = orjson.dumps(st)       # type: ignore[assignment]
 
     def commit(self) -> None:
         """Write every changed entity once, and index it under its next action."""
