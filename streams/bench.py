@@ -351,10 +351,9 @@ def quiet(deadline: float, below: float = 0.25, at_most: float = 20.0,
     wait until the machine's CPUs are less than `below` busy over `every` seconds (at most
     `at_most`). Returns the seconds waited.
 
-    On a 2-core machine the phases share the cores with the broker: a peer's changelog
-    still being flushed to disk, or the broker still busy with it, was measured against the
-    next contender (the same worker ran at 28,500 to 31,700 sightings/s after the peers,
-    at 34,300 to 35,700 with nothing before it)."""
+    On a 2-core machine the phases share the cores with the broker and the kernel: what a
+    peer left to write back, or the broker still busy with its changelog, must not be
+    measured against the next contender."""
     t0 = time.monotonic()
     os.sync()
     before = _cpu_times()
