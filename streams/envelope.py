@@ -97,8 +97,8 @@ class Envelope:
     @staticmethod
     def decode(raw: bytes) -> "Envelope":
         d = orjson.loads(raw)
-        v = d.get("v")
-        if v not in READS:
-            raise ValueError(f"unsupported envelope version {v!r}")
+        version = d.get("v")
+        if version not in READS:
+            raise ValueError(f"unsupported envelope version {version!r}")
         return Envelope({int(k): v for k, v in d["src"].items()}, d["rows"], d.get("kts") or [],
-                        v)
+                        version)
