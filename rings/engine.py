@@ -34,6 +34,7 @@ from .watchlist import WatchlistView
 __all__ = ["BUCKET_MS", "NO_TIME", "Engine", "Stats"]
 
 BUCKET_MS = SECOND
+_NO_QUEUE: list[list[Any]] = []         # (never written to: the rules only read the queue)
 log = logging.getLogger("rings.engine")
 
 
@@ -49,6 +50,9 @@ class Engine(Stage[Sighting, Alert]):
             d.setup(net)
         self.arrival = [d for d in rules.detectors if d.mode == "arrival"]
         self.ordered = [d for d in rules.detectors if d.mode == "ordered"]
+        # Sightings are queued for the ordered rules, and for arrival rules that read the
+        # queue (Context.queue).
+        self._queues = bool(self.ordered) or any(d.reads_queue for d in self.arrival)
         self.by_id = {d.rule_id: d for d in rules.detectors}
         # How long a subject's state lives after its last sighting, at most (links of
         # linked-hit excepted: few subjects have them, and keep_until bounds them).
@@ -108,17 +112,25 @@ class Engine(Stage[Sighting, Alert]):
         if arrival:
             n0 = len(out)
             ctx = self.ctx
+            ctx.queue = st.get("q") or _NO_QUEUE
             for d, rid, stateless in arrival:
                 if stateless:
-                    rs = None
+                    found = d.on_arrival(s, ctx, None, wm)
                 else:
+                    # A rule's state is kept once it holds something: most arrivals leave
+                    # it empty (linked-hit without a link), and `{"r": {rule: {}}}` was in
+                    # nearly every vehicle's state written.
                     r = st.get("r")
-                    if r is None:
-                        r = st["r"] = {}
-                    rs = r.get(rid)
+                    rs = r.get(rid) if r is not None else None
                     if rs is None:
-                        rs = r[rid] = {}
-                found = d.on_arrival(s, ctx, rs, wm)
+                        rs = {}
+                        found = d.on_arrival(s, ctx, rs, wm)
+                        if rs:
+                            if r is None:
+                                r = st["r"] = {}
+                            r[rid] = rs
+                    else:
+                        found = d.on_arrival(s, ctx, rs, wm)
                 if found:
                     out.extend(found)
             if len(out) > n0:
@@ -127,7 +139,7 @@ class Engine(Stage[Sighting, Alert]):
             self.stats.late += 1
             log.debug("late sighting skipped by the ordered rules: %d ms before the watermark",
                       wm - ts)
-        elif self.ordered:
+        elif self._queues:
             row = [ts, sid, s.site, s.dir, s.tz]
             q = st.get("q")
             if q:

@@ -27,10 +27,18 @@ NO_TIME = -(2**62)
 
 @dataclass(slots=True)
 class Context:
-    """Shared, read-only inputs of one engine: the net and the watchlist."""
+    """Shared inputs of one engine: the net and the watchlist (read-only), and, for the
+    arrival rules, the arriving sighting's subject's queue.
+
+    `queue`: the subject's sightings not judged yet (rows [ts, id, site, dir, tz] in
+    (ts, id) order, the arriving one not among them), set by the subject stage before its
+    arrival rules run. Every sighting of the subject at or after the watermark is there, so
+    a fact arriving late (linked-hit's link) finds the later sightings it concerns without a
+    history of its own (which repeated each sighting in every vehicle's state)."""
 
     net: Net
     watchlist: WatchlistView
+    queue: list[list[Any]] = field(default_factory=list)
 
     def listed(self, key: str, ts: int) -> WatchEntry | None:
         """The subject's active watchlist entry at event time `ts`, `permit` excluded."""
@@ -123,6 +131,9 @@ class Detector:
     # of its `with` subjects has a watchlist entry: the engine skips them for the others
     # (nearly every sighting), having looked the subject up once for all of them.
     needs_entry: ClassVar[bool] = False
+    # Arrival rules that read Context.queue: the subject stage keeps a queue for them even
+    # with no ordered rule.
+    reads_queue: ClassVar[bool] = False
     # The severities this kind's alerts can have (before a rule's `severity` override), and
     # whether they carry the subject's watchlist severity (details.listed_severity): what an
     # `activate:` condition can ever meet (`rules check` refuses one that never can).

@@ -3,7 +3,8 @@
 Judged on arrival, and still the same as in order: a link is a fact about one sighting, and
 each alert is about one (link, later sighting) pair, so a sighting arriving late can only
 add alerts, never withdraw one. A link that arrives after later sightings of its vehicle
-alerts for them from the subject's recent history (kept for the allowed lateness).
+alerts for them from the subject's queue (`Context.queue`: every sighting not before the
+watermark, which is all a link not late can concern).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class LinkedHit(Detector):
     mode = "arrival"
     subjects = ("vehicle",)
     listed = True
+    reads_queue = True
     params = (
         Param("window", "duration", "12h", "how long after the link the vehicle alerts",
               min=1, why="no later sighting of the vehicle lies within 0 of the link"),
@@ -32,11 +34,11 @@ class LinkedHit(Detector):
                    watermark: int) -> list[Alert]:
         if st is None or s.ts < watermark:
             return []           # stateful: a sighting beyond the lateness is skipped
+        if "h" in st:
+            del st["h"]         # the history kept before the queue served (older state)
         window = self.p["window"]
-        # Most vehicles never carry a listed person: `lk` exists only once one did, and
-        # the history is pruned only when its oldest entry is before the watermark.
+        # Most vehicles never carry a listed person: `lk` exists only once one did.
         links: list[list[Any]] | None = st.get("lk")
-        hist: list[list[Any]] | None = st.get("h")
         seen = [s.ts, s.id, s.tz, s.site, s.dir]
         out = [self._alert(s.subject, link, seen, ctx)
                for link in links if link[0] < s.ts <= link[0] + window] if links else []
@@ -51,16 +53,10 @@ class LinkedHit(Detector):
             if links is None:
                 links = st["lk"] = []
             links.append(link)
-            if hist:
-                out.extend(self._alert(s.subject, link, h, ctx)
-                           for h in hist if s.ts < h[0] <= s.ts + window)
-        # History only serves links that may still arrive, i.e. not before the watermark.
-        if hist is None:
-            st["h"] = [seen]
-        else:
-            if hist[0][0] < watermark:
-                hist[:] = [h for h in hist if h[0] >= watermark]
-            hist.append(seen)
+            # The vehicle's sightings after the link that arrived before it (queue rows:
+            # [ts, id, site, dir, tz]).
+            out.extend(self._alert(s.subject, link, [q[0], q[1], q[4], q[2], q[3]], ctx)
+                       for q in ctx.queue if s.ts < q[0] <= s.ts + window)
         if links and links[0][0] + window < watermark:
             links[:] = [link for link in links if link[0] + window >= watermark]
             if not links:
@@ -87,7 +83,4 @@ class LinkedHit(Detector):
             for link in links:
                 if link[0] + window > t:
                     t = link[0] + window
-        for h in state.get("h", ()):
-            if h[0] > t:
-                t = h[0]
         return t

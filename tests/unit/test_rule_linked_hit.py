@@ -10,9 +10,13 @@ this rule.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from rings.engine import Engine
 from rings.models import Subject
+from rings.state import MemoryKV
+from rings.watchlist import Watchlist
 
 from .support import HOUR, MIN, SEC, T0, Driver, entry, sighting, single_rule
 
@@ -187,3 +191,19 @@ def test_duplicates_never_alert_twice(net, rules):
     [a] = d.process([seen("a", T0 + MIN), seen("a", T0 + MIN)], T0, T0)
     assert a.evidence == ["link", "a"]
     assert d.process([link(), seen("a", T0 + MIN)]) == []
+
+
+def test_a_vehicle_keeps_no_history_of_its_own(net, rules):
+    """The subject's queue serves a late link (above); the rule keeps only links, and no
+    state at all without one. A state written before (a history `h` beside the queue) loses
+    its history at the next sighting."""
+    store = MemoryKV()
+    eng = Engine(net, rules, Watchlist([FUGITIVE]), store)
+    eng.process([seen("a", T0)], None, T0 - MIN)
+    state = orjson.loads(store.data[f"s:{CAR.key}"])
+    assert "r" not in state and [r[1] for r in state["q"]] == ["a"]
+    state["r"] = {RULE: {"h": [[T0, "a", 480, "BK01", "in"]]}}
+    store.data[f"s:{CAR.key}"] = orjson.dumps(state)
+    eng = Engine(net, rules, Watchlist([FUGITIVE]), store)
+    eng.process([seen("b", T0 + SEC)], None, T0 - MIN)
+    assert orjson.loads(store.data[f"s:{CAR.key}"])["r"].get(RULE, {}) == {}
