@@ -257,6 +257,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     @app.on_partitions_assigned.connect
     async def _reset(app: faust.App, assigned: Any, **kw: Any) -> None:
         await changelog.drain_all()
+        for kv in kvs.values():
+            kv.release()
         kvs.clear()
         watchlist.forget()
         watch_raw.forget()

@@ -10,7 +10,8 @@ disk when the partition's stage first reads (after Faust's recovery, which write
 database before any envelope is handed over) and grows with every key written since.
 Deleted keys keep their bits (a false "may hold" costs one RocksDB read, as before), and
 the filter is rebuilt from the database, twice as large, once it holds more keys than its
-size keeps the false-positive rate low for.
+size keeps the false-positive rate low for: a step per envelope while the full one still
+serves (`PartitionKV.write_local`).
 """
 
 from __future__ import annotations
