@@ -19,7 +19,9 @@ One run, one topic of simulated traffic over the sample net, and on it:
 - `rss_mb`: the worker's peak resident memory (VmHWM, its processes together), and
   `rss_mb_by_quarter` its RSS as
   a quarter, half, three quarters and all of the sightings were in (`rss_mb_by_tenth`: at
-  each tenth; flat once the caches are full).
+  each tenth; flat once the caches are full);
+- `quiet_wait_s`: the seconds each timed phase waited for a quiet machine before it began
+  (`quiet`).
 
 Rates are medians where a figure is measured more than once; the machine is shared and
 noisy, so ratios say more than absolute numbers.
