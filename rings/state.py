@@ -9,7 +9,7 @@ unit tests check by running the planted day on both.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 
 class KV(Protocol):
@@ -54,3 +54,23 @@ class ObjectKV(MemoryKV):
         # few times per entity (subclasses overriding get or put would have to undo this).
         self.get = self.data.get               # type: ignore[method-assign]
         self.put = self.data.__setitem__       # type: ignore[method-assign]
+        self.spaces: dict[str, dict[str, Any]] = {}
+
+    def space(self, prefix: str) -> dict[str, Any]:
+        """The dict that holds the keys under `prefix` (without it): an entity table's
+        own, so that it looks entities up by their keys as they come. `get`, `put` and
+        `delete` do not see these keys; `items()` lists them with the others."""
+        return self.spaces.setdefault(prefix, {})
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """Every key (a space's with its prefix) and value."""
+        yield from self.data.items()
+        for prefix, space in self.spaces.items():
+            for key, value in space.items():
+                yield prefix + key, value
+
+    def __len__(self) -> int:
+        return len(self.data) + sum(len(s) for s in self.spaces.values())
+
+    def keys(self) -> Iterator[str]:
+        return (key for key, _ in self.items())
