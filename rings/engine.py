@@ -67,7 +67,8 @@ class Engine(Stage[Sighting, Alert]):
         # ...and per (subject type, site, direction) the ordered rules that can react there
         # (Detector.reacts), filled in as they are met.
         self._ordered_at: dict[tuple[str, str, str | None], list[tuple[Any, str]]] = {}
-        self._arrival_rules = {t: [(d, d.rule_id, d.stateless) for d in rules]
+        # (rule, id, 0: stateless / 1: stateful / 2: stateful, needs company)
+        self._arrival_rules = {t: [self._arrival_entry(d) for d in rules]
                                for t, rules in self._arrival_for.items()}
         # ...of which these when no subject of the sighting is on the watchlist.
         self._arrival_unlisted = {t: [x for x in rules if not x[0].needs_entry]
@@ -108,13 +109,14 @@ class Engine(Stage[Sighting, Alert]):
         else:
             arrival = self._arrival_unlisted.get(subject.type)
         if arrival is None:
-            arrival = [(d, d.rule_id, d.stateless) for d in self.arrival]
+            arrival = [self._arrival_entry(d) for d in self.arrival]
         if arrival:
             n0 = len(out)
             ctx = self.ctx
             ctx.queue = st.get("q") or _NO_QUEUE
-            for d, rid, stateless in arrival:
-                if stateless:
+            alone = not s.with_
+            for d, rid, kind in arrival:
+                if not kind:
                     found = d.on_arrival(s, ctx, None, wm)
                 else:
                     # A rule's state is kept once it holds something: most arrivals leave
@@ -123,6 +125,8 @@ class Engine(Stage[Sighting, Alert]):
                     r = st.get("r")
                     rs = r.get(rid) if r is not None else None
                     if rs is None:
+                        if kind == 2 and alone:
+                            continue
                         rs = {}
                         found = d.on_arrival(s, ctx, rs, wm)
                         if rs:
@@ -167,6 +171,10 @@ class Engine(Stage[Sighting, Alert]):
             nx = self._next_action(st)
         st["nx"] = nx if nx < NEVER else NEVER - 1
         table.put(key, st)
+
+    @staticmethod
+    def _arrival_entry(d: Any) -> tuple[Any, str, int]:
+        return d, d.rule_id, 0 if d.stateless else 2 if d.needs_company else 1
 
     def _rules_at(self, stype: str, site: str, direction: str | None
                   ) -> list[tuple[Any, str]]:

@@ -134,6 +134,10 @@ class Detector:
     # Arrival rules that read Context.queue: the subject stage keeps a queue for them even
     # with no ordered rule.
     reads_queue: ClassVar[bool] = False
+    # Stateful arrival rules that, while they keep nothing for a subject, do nothing (no
+    # state, no alert) for a sighting without `with` subjects: the engine skips the call
+    # (linked-hit: every vehicle's sighting, nearly none of which carries anyone listed).
+    needs_company: ClassVar[bool] = False
     # The severities this kind's alerts can have (before a rule's `severity` override), and
     # whether they carry the subject's watchlist severity (details.listed_severity): what an
     # `activate:` condition can ever meet (`rules check` refuses one that never can).

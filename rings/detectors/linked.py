@@ -25,6 +25,7 @@ class LinkedHit(Detector):
     subjects = ("vehicle",)
     listed = True
     reads_queue = True
+    needs_company = True        # no links kept and no one carried: nothing to do
     params = (
         Param("window", "duration", "12h", "how long after the link the vehicle alerts",
               min=1, why="no later sighting of the vehicle lies within 0 of the link"),

@@ -207,3 +207,28 @@ def test_a_vehicle_keeps_no_history_of_its_own(net, rules):
     eng = Engine(net, rules, Watchlist([FUGITIVE]), store)
     eng.process([seen("b", T0 + SEC)], None, T0 - MIN)
     assert orjson.loads(store.data[f"s:{CAR.key}"])["r"].get(RULE, {}) == {}
+
+
+def test_rules_that_need_company_do_nothing_alone(net):
+    """The engine skips an arrival rule marked `needs_company` for a sighting without `with`
+    while the rule keeps nothing for its subject. That is only right if the rule, called,
+    would keep nothing and alert nothing, whatever the subject's queue holds."""
+    from rings.detectors import REGISTRY
+    from rings.detectors.base import Context
+
+    marked = [cls for cls in REGISTRY.values() if cls.needs_company]
+    assert [cls.kind for cls in marked] == [RULE]
+    for cls in marked:
+        [d] = single_rule(cls.kind).detectors
+        d.setup(net)
+        ctx = Context(net, Watchlist([FUGITIVE, entry(CAR, "stolen", "high")]))
+        ctx.queue = [[T0 + i * MIN, f"q{i}", "BK01", "in", 480] for i in range(3)]
+        for s in (seen("a", T0 - MIN), seen("b", T0 + HOUR, "CP01"),
+                  link(with_=())):
+            state: dict = {}
+            assert d.on_arrival(s, ctx, state, T0 - 2 * MIN) == []
+            assert state == {}
+        # ...and with company it does act (the skip must not cover that).
+        state = {}
+        assert d.on_arrival(link(ts=T0 - MIN), ctx, state, T0 - 2 * MIN)
+        assert state
