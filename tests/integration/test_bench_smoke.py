@@ -35,6 +35,9 @@ def test_bench_reports_every_figure(kafka: Kafka) -> None:
     assert lat["alerts"] > 50 and lat["sightings"] > 0
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert out["alerts"] >= lat["alerts"]
+    # Counted before the latency phase: the throughput traffic's and the warm-up's alerts
+    # (the warm-up's watchlist-hits at least), none of the latency phase's.
+    assert 0 < out["alerts_before_latency"] <= out["alerts"] - lat["alerts"]
     assert out["rss_mb"] > 50
     # The memory curve: the worker's RSS at each quarter and tenth of the sightings (the
     # last of both is the same sample, taken when the last sighting was in).
