@@ -23,9 +23,11 @@ One run, one topic of simulated traffic over the sample net, and on it:
 - `quiet_wait_s`: the seconds each timed phase waited for a quiet machine before it began
   (`quiet`);
 - `alerts`: the worker's alerts in all; `alerts_before_latency` those counted before the
-  latency phase (the throughput traffic's and the warm-up's): the same from run to run,
-  where `alerts` also counts the latency traffic's ordered rules, judged or not by the end
-  depending on timing (it varied by 1 in 200,000-sighting runs, by 4 in 1,000,000).
+  latency phase (the throughput traffic's and the warm-up's). The total also counts the
+  latency traffic's ordered rules, judged by the end or not depending on timing: it varied
+  by 1 over 200,000-sighting runs and by 4 over 1,000,000, the count before the latency
+  phase by 0 and 1 (where the watermark stands when the worker has settled decides a
+  deadline or so).
 
 Rates are medians where a figure is measured more than once; the machine is shared and
 noisy, so ratios say more than absolute numbers.
