@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,8 +32,16 @@ def broker() -> str:
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"it-{uuid.uuid4().hex[:10]}-"
+def prefix(broker: str) -> Iterator[str]:
+    """A topic prefix of the test's own; its topics are deleted after the test (after its
+    workers have stopped: start_worker depends on this fixture, so it is torn down
+    first)."""
+    p = f"it-{uuid.uuid4().hex[:10]}-"
+    yield p
+    try:
+        Kafka(broker, p).drop_own_topics()
+    except Exception as e:          # (a test that stopped the broker, say) not the test's
+        warnings.warn(f"topics of {p} not deleted: {e!r}")
 
 
 @pytest.fixture
