@@ -52,7 +52,6 @@ from typing import Any, Callable
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from rings.clock import Watermark
 from rings.decode import Limits, decode_sightings
@@ -66,7 +65,7 @@ from rings.watchlist import load_watchlist_lines
 
 from .config import ALERTS, SIGHTINGS, WATCHLIST, KafkaSettings
 from .errors import StreamsError
-from .kafka_io import (delete_topics, ensure_topics, publish_lines, subject_key_of,
+from .kafka_io import (drop_topics, ensure_topics, publish_lines, subject_key_of,
                        wait_for_broker)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -602,17 +601,6 @@ def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfi
     result["ratios"] = ratios(result)
     result["targets"] = targets(result)
     return result
-
-
-async def drop_topics(bs: KafkaSettings) -> None:
-    """Remove every topic of this run (its prefix is unique to it)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bs.broker, **bs.client_options)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(bs.prefix)]
-    finally:
-        await admin.close()
-    await delete_topics(bs, names)
 
 
 def ratios(r: dict[str, Any]) -> dict[str, float]:

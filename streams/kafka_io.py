@@ -116,6 +116,20 @@ async def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
         await admin.close()
 
 
+async def drop_topics(settings: KafkaSettings) -> int:
+    """Delete every topic under the settings' prefix (a prefix of one run's own: a bench
+    run's, an integration test's); returns how many there were."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+        return len(mine)
+    finally:
+        await admin.close()
+
+
 async def topic_partitions(settings: KafkaSettings, topic: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
     await admin.start()

@@ -27,6 +27,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from rings.timefmt import parse_ts
+from streams.config import KafkaSettings
+from streams.kafka_io import drop_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -207,17 +209,7 @@ class Kafka:
         """Delete every topic of this test's prefix: each test makes a dozen, and a broker
         that keeps them all runs out of file handles after a few runs of the suite (about
         20,000 partitions, found on a developer's broker)."""
-        async def go() -> int:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
-            await admin.start()
-            try:
-                mine = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
-                if mine:
-                    await admin.delete_topics(mine)
-                return len(mine)
-            finally:
-                await admin.close()
-        return asyncio.run(go())
+        return asyncio.run(drop_topics(KafkaSettings(self.broker, self.prefix)))
 
     def topic_config(self, topic: str, name: str) -> str | None:
         """One setting of this test's topic as the broker has it (None: not set at all)."""
