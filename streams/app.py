@@ -43,7 +43,7 @@ from rings.watchlist import RawWatchlist
 
 from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, PSEUDO_WATCHLIST,
                      WATCHLIST, KafkaSettings)
-from .changelog import ChangelogWriter, PartitionKV
+from .changelog import ChangelogWriter, PartitionKV, flush_ms_from_env
 from .envelope import Envelope, partition_for
 from .ingest_process import IngestConfig, IngestProcess
 from .lockdown import Lockdown
@@ -238,13 +238,24 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     # Per partition: the stage objects and the clock of their upstream partitions. Rebuilt
     # after every rebalance, since a partition's state may have moved while it was away.
     kvs: dict[tuple[str, int], PartitionKV] = {}
+    stage_locks: dict[str, asyncio.Lock] = {}       # per state table, held per envelope
     subjects: dict[int, tuple[Engine, SourceClock]] = {}
     sites: dict[int, tuple[list[SiteStage], SourceClock]] = {}
     pairs: dict[int, tuple[dict[str, PairStage], SourceClock]] = {}
     sent_frontier: dict[int, int] = {}
 
+    async def flush_waiting(older_s: float = 0.0) -> None:
+        """Write the stages' waiting state (see changelog.commit), each stage between two
+        of its envelopes."""
+        for name, lock in stage_locks.items():
+            if changelog.waiting(name, older_s):
+                async with lock:
+                    for kv in changelog.waiting(name, older_s):
+                        await changelog.flush(kv)
+
     @app.on_before_shutdown.connect
     async def _drain(app: faust.App, **kw: Any) -> None:
+        await flush_waiting()
         await changelog.drain_all()         # while the stores are still open
 
     @app.on_partitions_revoked.connect
@@ -256,6 +267,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     @app.on_partitions_assigned.connect
     async def _reset(app: faust.App, assigned: Any, **kw: Any) -> None:
+        await flush_waiting()
         await changelog.drain_all()
         for kv in kvs.values():
             kv.release()
@@ -323,23 +335,31 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                         "rings-stage": name.encode(), "rings-partition": str(p).encode()})
                     metrics.dlq.labels("engine-error").inc()
 
+            lock = stage_locks[table.name] = asyncio.Lock()
+
             async def agent(stream: Any) -> None:
                 async for event in stream.events():
                     p, off = event.message.partition, event.message.offset
-                    kv = kv_for(table, p)
-                    raw_last = kv.get("~off")
-                    last = int(raw_last) if raw_last is not None else None
-                    if last is not None and off <= last:
-                        continue
-                    if last is not None and off > last + 1:
-                        log.warning("%s: envelopes %d..%d of partition %d were skipped by the "
-                                    "consumer; reading them back", name, last + 1, off - 1, p)
-                        for raw in await read_range(topic.get_topic_name(), p, last + 1, off):
-                            await apply(p, raw)
-                    await apply(p, event.value)
-                    kv.put("~off", str(off).encode())
-                    # The envelope's state, and that it was applied, in one changelog batch.
-                    await changelog.flush(kv)
+                    async with lock:        # (the stage's state is whole between envelopes)
+                        kv = kv_for(table, p)
+                        raw_last = kv.get("~off")
+                        last = int(raw_last) if raw_last is not None else None
+                        if last is not None and off <= last:
+                            continue
+                        if last is not None and off > last + 1:
+                            # The consumer committed them, their state was not written: a
+                            # crash between the two (state waits, see changelog.commit).
+                            log.warning("%s: envelopes %d..%d of partition %d were not "
+                                        "applied to its state; reading them back", name,
+                                        last + 1, off - 1, p)
+                            for raw in await read_range(topic.get_topic_name(), p, last + 1,
+                                                        off):
+                                await apply(p, raw)
+                        await apply(p, event.value)
+                        kv.put("~off", str(off).encode())
+                        # The envelope's state, and that it was applied, in one changelog
+                        # batch: now, or with the next envelopes' (see changelog.commit).
+                        await changelog.commit(kv)
             agent.__name__ = name
             return app.agent(topic, name=name)(agent)
         return wrap
@@ -441,7 +461,13 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         # makes the agent stall and warn on every envelope that touches more subjects.
         app.producer.buffer.max_messages = 50_000
 
-    changelog = ChangelogWriter(settings)
+    changelog = ChangelogWriter(settings, flush_ms_from_env())
+
+    @app.timer(max(changelog.flush_s / 2, 0.05))
+    async def _flush_waiting_state() -> None:
+        # State that waits for the next envelopes of its partition, which may be long in
+        # coming at a low rate.
+        await flush_waiting(changelog.flush_s)
     app.service(changelog)
     lockdown = Lockdown(app, settings, net, rules, metrics, changelog, raw_topic,
                         lambda alerts: emit(alerts, None, False), kv_for)

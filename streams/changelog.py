@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import deque
 from itertools import islice
 from typing import Any, Iterator
@@ -28,6 +30,7 @@ from mode import Service
 from rocksdict import WriteBatch
 
 from .config import KafkaSettings
+from .errors import ConfigError
 from .key_filter import KeyFilter
 
 log = logging.getLogger("rings.worker")
@@ -41,6 +44,28 @@ REBUILD_STEP = 20_000        # keys read back per write while a key filter is re
 # as a duplicate and never judged it.
 MAX_FLUSH_BYTES = 32 * 1024 * 1024
 _ABSENT = object()
+# How long a stage partition's state may wait in memory after an envelope before it is
+# written (RocksDB and changelog), and how many records it may gather meanwhile (see
+# ChangelogWriter.commit). Not more records: the worker's memory grows with the size of a
+# flush, not only with what waits (measured over the bench's 200,000 sightings, waiting up
+# to 1 s: peak 1,474 MB with flushes of up to 20,000 records, 992 MB with 4,000, 950 MB
+# with a flush per envelope; what waited and was in flight, 35 MB at most).
+FLUSH_MS = 250
+MAX_DEFERRED_RECORDS = 4_000
+
+
+def flush_ms_from_env(env: dict[str, str] | None = None) -> int:
+    """RINGS_STATE_FLUSH_MS: milliseconds a stage's state may wait before it is written
+    (0: after every envelope)."""
+    raw = (env if env is not None else os.environ).get("RINGS_STATE_FLUSH_MS", str(FLUSH_MS))
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"RINGS_STATE_FLUSH_MS must be a whole number, not {raw!r}") \
+            from None
+    if not 0 <= n <= 10_000:
+        raise ConfigError(f"RINGS_STATE_FLUSH_MS must be between 0 and 10000, not {n}")
+    return n
 
 
 class PartitionKV:
@@ -107,6 +132,9 @@ class PartitionKV:
     def has_writes(self) -> bool:
         return bool(self.pending or self.meta)
 
+    def writes(self) -> int:
+        return len(self.pending) + len(self.meta)
+
     def discard_writes(self) -> None:
         """Forget what was written since the last flush (a batch that failed half-way)."""
         self.pending.clear()
@@ -164,11 +192,16 @@ class PartitionKV:
 class ChangelogWriter(Service):
     """One producer for the changelog batches of every stage agent of this worker."""
 
-    def __init__(self, settings: KafkaSettings, **kw: Any) -> None:
+    def __init__(self, settings: KafkaSettings, flush_ms: int = FLUSH_MS, **kw: Any) -> None:
         super().__init__(**kw)
         self.settings = settings
         self.producer: AIOKafkaProducer | None = None
         self.records = 0
+        self.flushes = 0
+        self.flush_s = flush_ms / 1000
+        # Partitions whose writes wait (see commit), by id: it, and when it began to wait.
+        self._waiting: dict[int, tuple[PartitionKV, float]] = {}
+        self.clock = time.monotonic
         # per PartitionKV (by id): it, and its undelivered flushes in the order sent,
         # each [records, [(delivery future, records in that batch)] or None: not sent]
         self._inflight: dict[int, tuple[PartitionKV, deque[list[Any]]]] = {}
@@ -188,6 +221,33 @@ class ChangelogWriter(Service):
             finally:
                 await self.producer.stop()
 
+    async def commit(self, kv: PartitionKV) -> None:
+        """The end of an envelope: write what `kv` collected now if its oldest unwritten
+        envelope is `flush_s` old or it holds `MAX_DEFERRED_RECORDS` records, else leave
+        it for a later commit or `flush_waiting` (whose caller must hold the stage between
+        envelopes, as the agent does here: never half an envelope's writes).
+
+        A flush per envelope cost a RocksDB write, a produce request and a persisted
+        offset each, and rewrote each second's index entry (a list of every entity
+        scheduled in it) once per envelope: at a steady 2,000 sightings/s, 375 envelopes
+        a second on the subject topic made 2.45 MB/s of subject changelog, 1,226 bytes a
+        sighting (measured). Waiting writes a key once however many envelopes changed it.
+        It is safe for the same reason pipelined sends are (see flush): `~off` travels with
+        the state, and what was applied but not yet written is applied again after a
+        crash, from the stage's own topic. Alerts do not wait for it."""
+        if not kv.has_writes():
+            return
+        now = self.clock()
+        since = self._waiting.setdefault(id(kv), (kv, now))[1]
+        if now - since >= self.flush_s or kv.writes() >= MAX_DEFERRED_RECORDS:
+            await self.flush(kv)
+
+    def waiting(self, table: str | None = None, older_s: float = 0.0) -> list[PartitionKV]:
+        """The partitions (of `table`, or all) whose writes have waited `older_s` or more."""
+        now = self.clock()
+        return [kv for kv, since in self._waiting.values()
+                if (table is None or kv.table.name == table) and now - since >= older_s]
+
     async def flush(self, kv: PartitionKV) -> None:
         """Write what `kv` collected to RocksDB, and send it to its changelog partition.
 
@@ -203,9 +263,11 @@ class ChangelogWriter(Service):
         sent again with everything after it, in order, until it succeeds (a record sent
         twice is the same key and value): the agent must not die of a broker outage, and a
         compacted changelog must not end on an older value."""
+        self._waiting.pop(id(kv), None)
         await self._reap(kv, keep=MAX_INFLIGHT - 1)
         if not kv.has_writes():
             return
+        self.flushes += 1
         # Entity writes first, the partition's bookkeeping (`~…`: the stage watermark, the
         # upstream clock, the last envelope applied) after them. A flush too big for one
         # record batch goes out in several, and a kill can land between them: recovery

@@ -39,6 +39,11 @@ def test_bench_reports_every_figure(kafka: Kafka) -> None:
     # (the warm-up's watchlist-hits at least), none of the latency phase's.
     assert 0 < out["alerts_before_latency"] <= out["alerts"] - lat["alerts"]
     assert out["rss_mb"] > 50
+    # What the worker cost, at full speed and at the steady rate (its processes busy
+    # somewhere between a little and every core of the machine).
+    for cores in (out["engine_cores"], out["latency_cores"]):
+        assert 0 < cores <= out["cpus"] + 0.5
+    assert out["engine_cpu_us_per_sighting"] > 0 and out["latency_cpu_us_per_sighting"] > 0
     # The memory curve: the worker's RSS at each quarter and tenth of the sightings (the
     # last of both is the same sample, taken when the last sighting was in).
     assert len(out["rss_mb_by_quarter"]) == 4 and len(out["rss_mb_by_tenth"]) == 10

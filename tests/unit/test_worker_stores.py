@@ -3,12 +3,16 @@ global table (WatchReader), on real rocksdict databases."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 import rocksdict
 
-from streams.changelog import PartitionKV
+from streams.changelog import (FLUSH_MS, MAX_DEFERRED_RECORDS, ChangelogWriter, PartitionKV,
+                               flush_ms_from_env)
+from streams.config import KafkaSettings
+from streams.errors import ConfigError
 from streams.watch_reader import WatchReader
 
 
@@ -32,6 +36,7 @@ class Stores:
 class Table:
     def __init__(self, data: Stores) -> None:
         self.data = data
+        self.name = "subject-state"
         self.asked: list[bytes] = []
 
     def get(self, key: bytes) -> bytes | None:      # the table's own (slow) path
@@ -188,3 +193,77 @@ def test_partition_kv_reads_back_what_was_written_across_filter_rebuilds(
     assert rebuilt >= 1
     assert all(kv.get(f"s:vehicle:{i}") == model.get(f"s:vehicle:{i}")
                for i in range(0, 150_001, 7))
+
+
+class Writes(ChangelogWriter):
+    """The stages' changelog writer, with what a flush would send kept here instead of going
+    to Kafka (the flush itself runs on the real broker in the integration tests)."""
+
+    def __init__(self, flush_ms: int) -> None:
+        super().__init__(KafkaSettings(), flush_ms)
+        self.now = 0.0
+        self.clock = lambda: self.now
+        self.flushed: list[dict[bytes, bytes | None]] = []
+
+    async def flush(self, kv: PartitionKV) -> None:
+        self._waiting.pop(id(kv), None)
+        self.flushed.append(kv.take_writes())
+
+
+def envelope(kv: PartitionKV, off: int, *keys: str) -> None:
+    """What a stage writes for one envelope: its entities, then the envelope's offset."""
+    for k in keys:
+        kv.put(k, f"{k}@{off}".encode())
+    kv.put("~off", str(off).encode())
+
+
+def test_stage_state_waits_and_is_written_once_per_key(stores: Stores) -> None:
+    w, kv = Writes(250), PartitionKV(Table(stores), 0)
+    for off, t in enumerate((0.0, 0.1, 0.2)):
+        w.now = t
+        envelope(kv, off, "s:a", f"s:n{off}")       # "s:a" changed by every envelope
+        asyncio.run(w.commit(kv))
+    assert w.flushed == [] and w.waiting() == [kv]
+    assert w.waiting(older_s=0.25) == []
+    assert stores._dbs[0].get(b"s:a") is None       # nothing written yet...
+    assert kv.get("s:a") == b"s:a@2"                # ...but the stage reads its own writes
+    w.now = 0.25                                     # the oldest envelope waited long enough
+    envelope(kv, 3, "s:a")
+    asyncio.run(w.commit(kv))
+    assert w.flushed == [{b"s:a": b"s:a@3", b"s:n0": b"s:n0@0", b"s:n1": b"s:n1@1",
+                          b"s:n2": b"s:n2@2", b"~0~off": b"3"}]
+    assert stores._dbs[0][b"s:a"] == b"s:a@3" and stores._dbs[0][b"~0~off"] == b"3"
+    assert w.waiting() == [] and not kv.has_writes()
+    # The next envelope starts a new wait.
+    w.now = 0.4
+    envelope(kv, 4, "s:b")
+    asyncio.run(w.commit(kv))
+    assert len(w.flushed) == 1 and w.waiting(older_s=0.25) == []
+    w.now = 0.65
+    assert w.waiting(older_s=0.25) == [kv] and w.waiting(table="other") == []
+
+
+def test_stage_state_is_written_at_once_when_many_records_wait(stores: Stores) -> None:
+    w, kv = Writes(10_000), PartitionKV(Table(stores), 1)
+    envelope(kv, 0, *(f"s:{i}" for i in range(MAX_DEFERRED_RECORDS - 2)))
+    asyncio.run(w.commit(kv))
+    assert w.flushed == []                           # one record short
+    envelope(kv, 1, "s:last")
+    asyncio.run(w.commit(kv))
+    assert len(w.flushed) == 1 and len(w.flushed[0]) == MAX_DEFERRED_RECORDS
+
+
+def test_stage_state_without_waiting_is_written_every_envelope(stores: Stores) -> None:
+    w, kv = Writes(0), PartitionKV(Table(stores), 2)
+    for off in range(3):
+        envelope(kv, off, "s:a")
+        asyncio.run(w.commit(kv))
+    assert [f[b"~2~off"] for f in w.flushed] == [b"0", b"1", b"2"]
+
+
+def test_state_flush_setting() -> None:
+    assert flush_ms_from_env({}) == FLUSH_MS
+    assert flush_ms_from_env({"RINGS_STATE_FLUSH_MS": "0"}) == 0
+    for bad in ("-1", "soon", "20000"):
+        with pytest.raises(ConfigError, match="RINGS_STATE_FLUSH_MS"):
+            flush_ms_from_env({"RINGS_STATE_FLUSH_MS": bad})
