@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from itertools import islice
@@ -29,8 +28,7 @@ from faust.types import TP
 from mode import Service
 from rocksdict import WriteBatch
 
-from .config import KafkaSettings
-from .errors import ConfigError
+from .config import KafkaSettings, env_int
 from .key_filter import KeyFilter
 
 log = logging.getLogger("rings.worker")
@@ -57,15 +55,7 @@ MAX_DEFERRED_RECORDS = 4_000
 def flush_ms_from_env(env: dict[str, str] | None = None) -> int:
     """RINGS_STATE_FLUSH_MS: milliseconds a stage's state may wait before it is written
     (0: after every envelope)."""
-    raw = (env if env is not None else os.environ).get("RINGS_STATE_FLUSH_MS", str(FLUSH_MS))
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ConfigError(f"RINGS_STATE_FLUSH_MS must be a whole number, not {raw!r}") \
-            from None
-    if not 0 <= n <= 10_000:
-        raise ConfigError(f"RINGS_STATE_FLUSH_MS must be between 0 and 10000, not {n}")
-    return n
+    return env_int("RINGS_STATE_FLUSH_MS", FLUSH_MS, env, high=10_000)
 
 
 class PartitionKV:
@@ -197,7 +187,6 @@ class ChangelogWriter(Service):
         self.settings = settings
         self.producer: AIOKafkaProducer | None = None
         self.records = 0
-        self.flushes = 0
         self.flush_s = flush_ms / 1000
         # Partitions whose writes wait (see commit), by id: it, and when it began to wait.
         self._waiting: dict[int, tuple[PartitionKV, float]] = {}
@@ -267,7 +256,6 @@ class ChangelogWriter(Service):
         await self._reap(kv, keep=MAX_INFLIGHT - 1)
         if not kv.has_writes():
             return
-        self.flushes += 1
         # Entity writes first, the partition's bookkeeping (`~…`: the stage watermark, the
         # upstream clock, the last envelope applied) after them. A flush too big for one
         # record batch goes out in several, and a kill can land between them: recovery

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import KafkaConfigError
+from .errors import ConfigError, KafkaConfigError
 
 DEFAULT_BROKER = "127.0.0.1:9092"
 
@@ -113,6 +113,21 @@ class KafkaSettings:
             client_options=options,
             tls_files=tls_files,
         )
+
+
+def env_int(name: str, default: int, env: Mapping[str, str] | None = None, *, low: int = 0,
+            high: int | None = None, unit: str = "") -> int:
+    """A whole-number worker setting from the environment (RINGS_*), or a ConfigError
+    that names it."""
+    raw = (env if env is not None else os.environ).get(name, str(default))
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number{unit}, not {raw!r}") from None
+    if n < low or (high is not None and n > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ConfigError(f"{name} must be {bounds}, not {n}")
+    return n
 
 
 def security_from_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -12,7 +12,6 @@ partitions and the state on disk.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from faust.stores.rocksdb import RocksDBOptions
 
 from rings.schedule import CACHE_LIMIT
 
+from .config import env_int
 from .errors import ConfigError
 
 DEFAULT_MB = 192
@@ -36,12 +36,7 @@ class RocksBudget:
     def from_env(env: dict[str, str] | None = None) -> "RocksBudget | None":
         """From RINGS_ROCKSDB_MB (default 192); 0: no shared budget, each database with
         options of its own (per table and partition, as before the budget)."""
-        raw = (env if env is not None else os.environ).get("RINGS_ROCKSDB_MB", str(DEFAULT_MB))
-        try:
-            mb = int(raw)
-        except ValueError:
-            raise ConfigError(f"RINGS_ROCKSDB_MB must be a whole number of MB, not {raw!r}") \
-                from None
+        mb = env_int("RINGS_ROCKSDB_MB", DEFAULT_MB, env, unit=" of MB")
         if mb == 0:
             return None
         if mb < 16:
@@ -91,11 +86,4 @@ def use_budget(table: Any, budget: RocksBudget) -> None:
 
 def state_cache_from_env(env: dict[str, str] | None = None) -> int:
     """RINGS_STATE_CACHE: decoded entities each stage keeps per partition between envelopes."""
-    raw = (env if env is not None else os.environ).get("RINGS_STATE_CACHE", str(CACHE_LIMIT))
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ConfigError(f"RINGS_STATE_CACHE must be a whole number, not {raw!r}") from None
-    if n < 0:
-        raise ConfigError(f"RINGS_STATE_CACHE must not be negative, not {n}")
-    return n
+    return env_int("RINGS_STATE_CACHE", CACHE_LIMIT, env)
