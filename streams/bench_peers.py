@@ -56,6 +56,7 @@ from aiokafka.structs import TopicPartition
 
 from .config import KafkaSettings
 from .errors import StreamsError
+from .kafka_io import drop_topics
 
 # Large batches keep the per-call cost of getmany out of the transport ceiling.
 AIOKAFKA_MAX_RECORDS = 10_000
@@ -254,15 +255,7 @@ def _tail(text: str) -> str:
 async def _delete_internal_topics(settings: KafkaSettings, group: str) -> None:
     """Delete the changelog (and any repartition) topics Quix made for this run's group,
     which would otherwise keep a copy of the state on the broker after every run."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics()
-                if t.startswith((f"changelog__{group}--", f"repartition__{group}--"))]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await drop_topics(settings, (f"changelog__{group}--", f"repartition__{group}--"))
 
 
 # ---------------------------------------------------------------------------------------------

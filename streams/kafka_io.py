@@ -103,26 +103,15 @@ async def ensure_topics(settings: KafkaSettings, specs: dict[str, dict]) -> None
         await admin.close()
 
 
-async def delete_topics(settings: KafkaSettings, names: list[str]) -> None:
-    """Delete these topics (full names) where they exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        gone = [n for n in names if n in existing]
-        if gone:
-            await admin.delete_topics(gone)
-    finally:
-        await admin.close()
-
-
-async def drop_topics(settings: KafkaSettings) -> int:
+async def drop_topics(settings: KafkaSettings, prefixes: tuple[str, ...] | None = None) -> int:
     """Delete every topic under the settings' prefix (a prefix of one run's own: a bench
-    run's, an integration test's); returns how many there were."""
+    run's, an integration test's), or under any of `prefixes`; returns how many there
+    were."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker, **settings.client_options)
     await admin.start()
     try:
-        mine = [t for t in await admin.list_topics() if t.startswith(settings.prefix)]
+        mine = [t for t in await admin.list_topics()
+                if t.startswith(prefixes if prefixes is not None else settings.prefix)]
         if mine:
             await admin.delete_topics(mine)
         return len(mine)
