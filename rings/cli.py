@@ -425,9 +425,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from streams.ingest_process import mode_from_env
 
+    from streams.stage_process import processes_from_env
+
+    processes = args.processes if args.processes is not None else \
+        processes_from_env(args.partitions)
+    if not 1 <= processes <= args.partitions:
+        _die(f"--processes must be between 1 and --partitions ({args.partitions}), "
+             f"not {processes}")
     opts = WorkerOptions(partitions=args.partitions, data_dir=args.data_dir,
                          web_port=args.web_port, web_host=args.web_host,
-                         pseudonyms=from_env(), ingest=mode_from_env())
+                         pseudonyms=from_env(), ingest=mode_from_env(), processes=processes)
     # Faust parses sys.argv itself; hand it only the program name.
     sys.argv = sys.argv[:1]
     run_worker(_kafka(args), net, rules, opts, loglevel=args.loglevel,
@@ -442,10 +449,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _die("--events must be at least 1000")
     if args.workers < 1:
         _die("--workers must be at least 1")
+    if args.processes is not None and not 1 <= args.processes <= args.partitions:
+        _die(f"--processes must be between 1 and --partitions ({args.partitions})")
     net, rules = _load(args)
     cfg = BenchConfig(events=args.events, partitions=args.partitions, rate=args.rate,
                       latency_rate=args.latency_rate, latency_seconds=args.latency_seconds,
-                      peers=not args.no_peers, timeout=args.timeout, workers=args.workers)
+                      peers=not args.no_peers, timeout=args.timeout, workers=args.workers,
+                      processes=args.processes)
 
     def say(msg: str) -> None:
         print(f"rings bench: {msg}", file=sys.stderr, flush=True)
@@ -773,6 +783,10 @@ def parser() -> argparse.ArgumentParser:
                    help="address /metrics and /ready listen on (default: $RINGS_WEB_HOST or "
                    "127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--processes", type=int, default=None,
+                   help="stage processes, each with its share of the partitions (default: "
+                   "$RINGS_PROCESSES, or the cores this process may use, at most "
+                   "--partitions)")
     p.add_argument("--data-dir", default=os.environ.get("RINGS_DATA_DIR", ".rings-data"))
     p.add_argument("--loglevel", default=os.environ.get("RINGS_LOGLEVEL", "info"))
     p.add_argument("--log-format", choices=("text", "json"),
@@ -797,6 +811,9 @@ def parser() -> argparse.ArgumentParser:
                    help="length of the latency phase (default: 20 s, less for small runs)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes in one consumer group (scale-out; start at once)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="stage processes of each worker (default: the worker's own, "
+                   "$RINGS_PROCESSES or the cores, at most --partitions)")
     p.add_argument("--no-peers", action="store_true",
                    help="skip the aiokafka, Faust and Quix Streams measurements")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this long")

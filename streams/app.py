@@ -16,8 +16,10 @@ this one).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -48,8 +50,9 @@ from .envelope import Envelope, partition_for
 from .ingest_process import IngestConfig, IngestProcess
 from .lockdown import Lockdown
 from .rules_feed import RulesFeed
-from .metrics import Metrics, consumer_lags, rocksdb_memory, state_keys
+from .metrics import Metrics, consumer_lags, merged, rocksdb_memory, snapshot, state_keys
 from .rocks import RocksBudget, state_cache_from_env, use_budget
+from .stage_process import StageConfig, StageProcess, assigned
 from .watch_reader import WatchReader
 
 log = logging.getLogger("rings.worker")
@@ -64,6 +67,8 @@ class WorkerOptions:
     web_host: str = "127.0.0.1"
     pseudonyms: Any = None              # rings.pseudonym.Pseudonymizer: ids replaced at ingest
     ingest: str = "process"             # RINGS_INGEST: in a child process, or inline
+    processes: int = 1                  # stage processes (RINGS_PROCESSES, --processes)
+    process_index: int = 0              # this one's: 0 the worker's own, 1.. its children
     loglevel: str = "info"              # (for the ingest process's own logging)
     log_format: str = "text"
 
@@ -101,7 +106,25 @@ class ExternalGlobalTable(faust.GlobalTable):
 
 
 class RingsApp(faust.App):
+    # The worker's other stage processes (streams.stage_process). Started with the app,
+    # before it joins its consumer group, so that they join at the same time: Faust starts
+    # the services of `app.service` only once its first assignment is recovered, and a
+    # member joining then makes the group rebalance again (measured after a SIGKILL: the
+    # second process joined a minute late, once the dead members' sessions had expired).
+    early_services: list[Any] = []
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        for svc in self.early_services:
+            await svc.maybe_start()
+
     async def on_stop(self) -> None:
+        # Every process of the worker leaves the group at once: one that stays while the
+        # others leave is caught rejoining the group as it stops, and does not leave it
+        # (measured: the worker's own process then stayed a member until its session
+        # expired, and a worker started again waited that long for its partitions).
+        for svc in self.early_services:
+            svc.request_stop()
         # Stopping, Faust runs a full garbage collection for each table's store and for
         # each wait on unacknowledged messages: with the state caches full (two million
         # objects) 1.3 s each: a worker took 14.2 s to stop, 1.2 s with this. Objects made so
@@ -109,12 +132,22 @@ class RingsApp(faust.App):
         gc.freeze()
         await super().on_stop()
 
+    async def on_shutdown(self) -> None:
+        await super().on_shutdown()
+        for svc in self.early_services:     # they exit; wait for them
+            await svc.stop()
+
 
 def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
               rules_offset: int | None = None) -> tuple[faust.App, Metrics]:
     """The worker's app. With `rules_offset`, it follows the `rules` topic from there and
     switches to each rule set pushed (see `apply_rules`)."""
     app_id = settings.topic("rings")
+    extra: dict[str, Any] = {}
+    if opts.process_index:
+        # The group's members name their worker by URL; a stage process is its worker's.
+        extra["canonical_url"] = (f"http://{opts.web_host}:{opts.web_port}/"
+                                  f"process-{opts.process_index}")
     app = RingsApp(
         app_id,
         broker=f"kafka://{settings.broker}",
@@ -129,11 +162,20 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         topic_replication_factor=1,
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
+        # Members learn of a rebalance at their next heartbeat: every second rather than
+        # Faust's 3 s, so that a worker's stage processes, which join one after the other,
+        # are one group about 2 s sooner (and so is a group after any member joins). And a
+        # member that died (a worker, or one of its stage processes, killed) is given up
+        # after 20 s without a heartbeat, not Faust's 60: its partitions, and the alerts
+        # of their subjects, wait that long for another member.
+        broker_heartbeat_interval=1.0,
+        broker_session_timeout=20.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         producer_linger=0.002,
         table_cleanup_interval=3600.0,
-        web_enabled=True,
+        # Stage processes other than the worker's own answer through it (stage_process).
+        web_enabled=opts.process_index == 0,
         autodiscover=False,
         table_standby_replicas=0,
         GlobalTable=ExternalGlobalTable,
@@ -143,6 +185,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         # more than 4 MB: a fetch is held in memory per partition, and over 1,000,000
         # sightings the worker grew by 7 to 22% from half-way on with 16 MB, 4% with 4 MB.
         consumer_max_fetch_size=4 * 1024 * 1024,
+        **extra,
     )
     metrics = Metrics()
     metrics.rules_version.labels(rules.version).set(1)
@@ -172,7 +215,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     subject_state = state_table("subject-state")
     site_state = state_table("site-state")
     pair_state = state_table("pair-state")
-    budget = RocksBudget.from_env()
+    budget = RocksBudget.from_env(share=opts.processes)
     cache_limit = state_cache_from_env()
 
     def cached(stage: Any) -> Any:
@@ -488,27 +531,53 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     metrics.watch(lambda: state_keys(subject_state),
                   lambda: consumer_lags(app, ingest_ref[0] if ingest_ref else None), memory)
 
+    # The worker's own process (index 0) runs the ingest, the web pages and the other
+    # stage processes (streams.stage_process); those run the stages alone.
+    children: list[StageProcess] = []
+    if opts.process_index == 0:
+        for i in range(1, opts.processes):
+            child_opts = dataclasses.replace(
+                opts, process_index=i, data_dir=os.path.join(opts.data_dir, f"process-{i}"))
+            children.append(StageProcess(StageConfig(
+                settings.portable(), net, current[0], child_opts, rules_offset,
+                by_subject.get_topic_name())))
+        app.early_services = list(children)
+
+    def stages_formed() -> bool:
+        """Every stage process of this worker has its assignment: they have all joined."""
+        return assigned(app) and all(c.ready for c in children)
+
     @app.page("/ready")
     async def ready_page(web: Any, request: Any) -> Any:
-        """200 once this worker consumes: its ingest has started and its agents have
-        partitions."""
-        ok = ingest_ref and ingest_ref[0].started_consuming and bool(app.consumer.assignment())
+        """200 once this worker consumes: its ingest has started and each of its stage
+        processes has its assignment."""
+        ok = ingest_ref and ingest_ref[0].started_consuming and stages_formed()
         return web.json({"ready": bool(ok)}, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
+        if children:
+            theirs = await asyncio.gather(*(c.scrape() for c in children))
+            body = generate_latest(merged([snapshot(metrics.registry), *theirs]))
+        else:
+            body = generate_latest(metrics.registry)
         # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
-        return web.bytes(generate_latest(metrics.registry),
+        return web.bytes(body,
                          content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
-    ingest_config = IngestConfig(settings.portable(), net, current[0].lateness_ms,
-                                 opts.partitions, f"{app_id}-ingest",
-                                 limits_for(current[0]),       # max_skew, max_age
-                                 pz, opts.loglevel, opts.log_format)
-    ingest = IngestProcess(ingest_config, metrics) if opts.ingest == "process" \
-        else ingest_config.service(metrics)
-    ingest_ref.append(ingest)
-    app.service(ingest)
+    if opts.process_index == 0:
+        ingest_config = IngestConfig(settings.portable(), net, current[0].lateness_ms,
+                                     opts.partitions, f"{app_id}-ingest",
+                                     limits_for(current[0]),       # max_skew, max_age
+                                     pz, opts.loglevel, opts.log_format)
+        ingest = IngestProcess(ingest_config, metrics) if opts.ingest == "process" \
+            else ingest_config.service(metrics)
+        if children and opts.ingest == "process":
+            # Sightings flow once the group is whole: a member joining later would make
+            # the others give up partitions (and move their state) in mid-backlog.
+            ingest.start_when = stages_formed
+        ingest_ref.append(ingest)
+        app.service(ingest)
 
     def apply_rules(new: RuleSet, bundle: dict[str, Any]) -> None:
         """Switch to a pushed rule set. Between envelopes (no await here): the stages are

@@ -15,7 +15,11 @@ One run, one topic of simulated traffic over the sample net, and on it:
   receipt of its watchlist-hit alert on `alerts` (after an untimed warm-up, once the worker
   is idle);
 - `engine_cpu_us_per_sighting`, `engine_cores`: what `engine_eps` cost in CPU, over the
-  worker's processes (`rings worker` and its ingest process);
+  worker's processes (`rings worker`, its stage processes and its ingest process);
+  `faust_baseline_cores`, `peer_cores`: the cores the Faust and Quix peers' processes kept
+  busy (all their threads), so that rates are compared with what they cost;
+- `processes`: the stage processes of the worker (`rings worker --processes`; by default
+  one per core, at most one per partition);
   `latency_cpu_us_per_sighting`, `latency_cores`: the same over the latency phase (a
   steady rate, as in service: a few sightings per envelope);
 - `rss_mb`: the worker's peak resident memory (VmHWM, its processes together), and
@@ -69,6 +73,7 @@ from .config import ALERTS, SIGHTINGS, WATCHLIST, KafkaSettings
 from .errors import StreamsError
 from .kafka_io import (drop_topics, ensure_topics, publish_lines, subject_key_of,
                        wait_for_broker)
+from .stage_process import processes_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_KAFKA = REPO / "deploy" / "local-kafka"
@@ -91,6 +96,7 @@ class BenchConfig:
     seed: int = 1
     peers: bool = True
     workers: int = 1                    # worker processes in one group
+    processes: int | None = None        # stage processes per worker (None: its default)
     timeout: float = 600.0
     core_runs: int = 3
 
@@ -202,7 +208,8 @@ def free_port() -> int:
 class WorkerProcess:
     """`rings worker` on its own topic prefix, data directory and web port."""
 
-    def __init__(self, settings: KafkaSettings, partitions: int, data_dir: str) -> None:
+    def __init__(self, settings: KafkaSettings, partitions: int, data_dir: str,
+                 processes: int | None = None) -> None:
         os.makedirs(data_dir, exist_ok=True)
         self.port = free_port()
         self.log = open(os.path.join(data_dir, "worker.log"), "wb")
@@ -210,7 +217,8 @@ class WorkerProcess:
                "RINGS_TOPIC_PREFIX": settings.prefix, "RINGS_LOGLEVEL": "warning"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rings.cli", "worker", "--web-port", str(self.port),
-             "--partitions", str(partitions), "--data-dir", os.path.join(data_dir, "state")],
+             "--partitions", str(partitions), "--data-dir", os.path.join(data_dir, "state"),
+             *(("--processes", str(processes)) if processes is not None else ())],
             env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.data_dir = data_dir
 
@@ -561,17 +569,23 @@ def run_bench(settings: KafkaSettings, net: Net, rules: RuleSet, cfg: BenchConfi
         result["aiokafka_eps"] = round(peers.aiokafka_eps(bs, topic, n))
         say("faust: a bare agent with default settings")
         waited["faust"] = quiet(deadline)
-        result["faust_baseline_eps"] = round(peers.faust_baseline_eps(bs, topic, n))
+        faust = peers.faust_baseline(bs, topic, n)
+        result["faust_baseline_eps"] = round(faust["eps"])
+        result["faust_baseline_cores"] = round(faust["cores"], 2)
         say("quix streams: a per-subject count in RocksDB with changelog")
         waited["quix"] = quiet(deadline)
-        result["peer_eps"] = round(peers.quix_count_eps(bs, topic, n))
+        quix = peers.quix_count(bs, topic, n)
+        result["peer_eps"] = round(quix["eps"])
+        result["peer_cores"] = round(quix["cores"], 2)
 
     waited["engine"] = quiet(deadline)
     result["quiet_wait_s"] = {k: round(v, 1) for k, v in waited.items()}
     tmp = tempfile.mkdtemp(prefix="rings-bench-")
-    worker = WorkerGroup([WorkerProcess(bs, cfg.partitions, os.path.join(tmp, f"w{i}"))
-                          for i in range(cfg.workers)])
+    worker = WorkerGroup([WorkerProcess(bs, cfg.partitions, os.path.join(tmp, f"w{i}"),
+                                        cfg.processes) for i in range(cfg.workers)])
     result["workers"] = cfg.workers
+    result["processes"] = cfg.processes if cfg.processes is not None else \
+        processes_from_env(cfg.partitions)
     try:
         say("engine: the worker, every default rule" if cfg.workers == 1 else
             f"engine: {cfg.workers} workers in one group, every default rule")
@@ -643,10 +657,15 @@ def render(r: dict[str, Any]) -> str:
             ("core_eps", "rings core alone (replay path), decoded sightings"),
             ("replay_eps", "rings replay: decode + core")]
     lines = [f"rings bench: {r['events']:,} sightings, {r['subjects']:,} distinct subjects, "
-             f"{r['partitions']} partitions, {r['cpus']} CPUs", ""]
+             f"{r['partitions']} partitions, {r['cpus']} CPUs, "
+             f"{r.get('processes', 1)} stage processes a worker", ""]
+    cores = {"faust_baseline_eps": "faust_baseline_cores", "peer_eps": "peer_cores",
+             "engine_eps": "engine_cores"}
     for key, what in rows:
         if key in r:
-            lines.append(f"  {key:<20} {r[key]:>10,} /s   {what}")
+            busy = r.get(cores.get(key, ""))
+            busy_s = f"{busy:4.2f} cores" if busy is not None else " " * 10
+            lines.append(f"  {key:<20} {r[key]:>10,} /s  {busy_s}   {what}")
     lat = r.get("alert_latency_ms") or {}
     if lat:
         lines += ["", f"  alert latency at {lat.get('offered_eps', 0):,}/s offered "
@@ -657,13 +676,14 @@ def render(r: dict[str, Any]) -> str:
                      "before the latency phase)")
     if "engine_cpu_us_per_sighting" in r:
         lines.append(f"  worker CPU: {r['engine_cpu_us_per_sighting']} µs a sighting, "
-                     f"{r['engine_cores']} cores busy on average (worker and ingest process)")
+                     f"{r['engine_cores']} cores busy on average (worker, its stage and "
+                     "ingest processes)")
     if "latency_cores" in r:
         lines.append(f"  worker CPU at {lat.get('offered_eps', 0):,}/s offered: "
                      f"{r['latency_cpu_us_per_sighting']} µs a sighting, "
                      f"{r['latency_cores']} cores busy on average")
     if "rss_mb" in r:
-        lines.append(f"  worker peak memory (VmHWM, worker and ingest process): "
+        lines.append(f"  worker peak memory (VmHWM, its processes together): "
                      f"{r['rss_mb']} MB")
     if r.get("quiet_wait_s"):
         lines.append("  waited for a quiet machine before each phase: " + ", ".join(

@@ -76,29 +76,33 @@ class BenchPeerError(StreamsError):
 
 
 class _Clock:
-    """Counts processed messages; notes when the first and the n-th were done."""
+    """Counts processed messages; notes when the first and the n-th were done, and the
+    process's CPU time then (all its threads: librdkafka's too)."""
 
-    __slots__ = ("n", "seen", "first", "last")
+    __slots__ = ("n", "seen", "first", "last", "cpu_first", "cpu_last")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.seen = 0
-        self.first = 0.0
-        self.last = 0.0
+        self.first = self.last = self.cpu_first = self.cpu_last = 0.0
 
     def tick(self) -> bool:
         """Count one processed message; True exactly once, at the n-th."""
         self.seen += 1
         if self.seen == 1:
-            self.first = time.perf_counter()
+            self.first, self.cpu_first = time.perf_counter(), time.process_time()
         elif self.seen == self.n:
-            self.last = time.perf_counter()
+            self.stop()
             return True
         return False
 
+    def stop(self) -> None:
+        self.last, self.cpu_last = time.perf_counter(), time.process_time()
+
     def result(self) -> dict[str, float]:
         seconds = self.last - self.first
-        return {"n": self.n, "seconds": seconds, "eps": (self.n - 1) / seconds}
+        return {"n": self.n, "seconds": seconds, "eps": (self.n - 1) / seconds,
+                "cores": (self.cpu_last - self.cpu_first) / seconds}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,20 +124,32 @@ def aiokafka_eps(settings: KafkaSettings, topic: str, n: int, *, timeout: float 
                              f"{settings.topic(topic)} within {timeout:g}s") from None
 
 
+def faust_baseline(settings: KafkaSettings, topic: str, n: int, *,
+                   timeout: float = 120.0) -> dict[str, float]:
+    """A bare Faust agent iterating raw values, in a child process: messages per second
+    (`eps`) and the cores its process kept busy meanwhile (`cores`)."""
+    return _run_peer("faust", settings, topic, n, timeout)
+
+
 def faust_baseline_eps(settings: KafkaSettings, topic: str, n: int, *,
                        timeout: float = 120.0) -> float:
-    """Messages per second of a bare Faust agent iterating raw values, in a child process."""
-    return _run_peer("faust", settings, topic, n, timeout)
+    return faust_baseline(settings, topic, n, timeout=timeout)["eps"]
+
+
+def quix_count(settings: KafkaSettings, topic: str, n: int, *,
+               timeout: float = 120.0) -> dict[str, float]:
+    """A Quix Streams per-key count with changelog, in a child process, up to its final
+    checkpoint (see the module's doc): messages per second (`eps`) and the cores its
+    process kept busy meanwhile, its librdkafka threads included (`cores`). Needs the
+    `bench` extra (quixstreams)."""
+    if importlib.util.find_spec("quixstreams") is None:
+        raise BenchPeerError("the Quix peer needs quixstreams: pip install 'rings[bench]'")
+    return _run_peer("quix", settings, topic, n, timeout)
 
 
 def quix_count_eps(settings: KafkaSettings, topic: str, n: int, *,
                    timeout: float = 120.0) -> float:
-    """Messages per second of a Quix Streams per-key count with changelog, in a child process,
-    up to its final checkpoint (see the module's doc). Needs the `bench` extra (quixstreams).
-    """
-    if importlib.util.find_spec("quixstreams") is None:
-        raise BenchPeerError("the Quix peer needs quixstreams: pip install 'rings[bench]'")
-    return _run_peer("quix", settings, topic, n, timeout)
+    return quix_count(settings, topic, n, timeout=timeout)["eps"]
 
 
 def _check_n(n: int) -> None:
@@ -199,8 +215,10 @@ def _portable_options(settings: KafkaSettings) -> dict[str, str]:
     return options
 
 
-def _run_peer(peer: str, settings: KafkaSettings, topic: str, n: int, timeout: float) -> float:
-    """Run one child peer with a private state dir and a fresh group; return its rate.
+def _run_peer(peer: str, settings: KafkaSettings, topic: str, n: int, timeout: float
+              ) -> dict[str, float]:
+    """Run one child peer with a private state dir and a fresh group; return its rate
+    (`eps`) and cores (`cores`).
 
     The child runs in its own session so that a timeout kills it with everything it started.
     """
@@ -221,7 +239,8 @@ def _run_peer(peer: str, settings: KafkaSettings, topic: str, n: int, timeout: f
         raise BenchPeerError(f"{peer} peer did not process {n} messages within {timeout:g}s "
                              f"and was killed; its stderr ends:\n{_tail(err)}")
     try:
-        return float(orjson.loads(out.strip().splitlines()[-1])["eps"])
+        result = orjson.loads(out.strip().splitlines()[-1])
+        return {"eps": float(result["eps"]), "cores": float(result.get("cores", 0.0))}
     except (IndexError, KeyError, TypeError, ValueError, orjson.JSONDecodeError):
         raise BenchPeerError(f"{peer} peer exited with {code} without a result; its stderr "
                              f"ends:\n{_tail(err)}") from None
@@ -347,7 +366,7 @@ def _quix_child(spec: dict[str, Any]) -> dict[str, float]:
     if clock.seen < clock.n:
         return {}
     processed = clock.result()["eps"]
-    clock.last = time.perf_counter()   # after the final checkpoint: see the module's doc
+    clock.stop()                       # after the final checkpoint: see the module's doc
     return {**clock.result(), "processed_eps": processed}
 
 

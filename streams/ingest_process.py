@@ -7,8 +7,8 @@ runs one thread at a time): profiled with py-spy over a whole bench run, 20% of 
 worker's samples, 9 µs of CPU a sighting. In a child process it runs on another core, and
 the stages get that fifth back.
 
-The worker stays one unit for its operator: it starts the child, stops it, starts it again
-if it dies, and forwards what the child counts (`rings_sightings_total`, the ingest's DLQ
+The worker stays one unit for its operator (`streams.children`): it starts the child,
+stops it, starts it again if it dies, and forwards what the child counts (`rings_sightings_total`, the ingest's DLQ
 reasons, the watermark, the consumer lag, its CPU and memory) into the worker's own
 `/metrics`. A rule set pushed while running reaches the child over the same pipe. The child
 stops when the worker does, also when the worker is killed (the pipe closes, and on Linux
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.config
-import multiprocessing
 import os
 import signal
 import time
@@ -31,20 +29,17 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mode import Service
-
 from rings.decode import Limits
 from rings.net import Net
 from rings.pseudonym import Pseudonymizer
 
+from .children import ChildProcess, become_child, rss_bytes
 from .config import KafkaSettings
 from .errors import ConfigError
 from .metrics import Metrics
 
 log = logging.getLogger("rings.ingest")
 REPORT_S = 0.1              # seconds between the child's reports
-RESTART_S = (1.0, 30.0)     # first and longest wait before starting a dead child again
-STOP_S = 15.0               # how long a stopping child may take to commit and close
 MODES = ("process", "inline")
 
 
@@ -83,109 +78,37 @@ class IngestConfig:
                              **kw)
 
 
-class IngestProcess(Service):
+class IngestProcess(ChildProcess):
     """The worker's side: the child, its supervision, and what it reported last. Offers
     what the worker reads of an inline IngestService (`started_consuming`, `lag`,
     `use_rules`)."""
 
+    name = "rings-ingest"
+
     def __init__(self, config: IngestConfig, metrics: Metrics, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.config = config
+        super().__init__(child_main, config, **kw)
         self.metrics = metrics
         self.started_consuming = False
         self.lag: dict[tuple[str, int], int] = {}
-        self.restarts = 0
-        self._proc: Any = None
-        self._conn: Connection | None = None
-        self._generation = 0
         self._counted: dict[tuple[str, tuple[str, ...]], float] = {}
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def on_start(self) -> None:
-        self._spawn()
-
-    def _spawn(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        self._next_generation()
-        proc = ctx.Process(target=child_main, args=(self.config, child, self._generation),
-                           name="rings-ingest", daemon=True)
-        proc.start()
-        child.close()                    # the child's end lives in the child only
-        self._proc, self._conn = proc, parent
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_report)
-        log.info("ingest process started (pid %d)", proc.pid)
 
     def _next_generation(self) -> None:
         """A new child: its totals start from zero, and reports of the old one are
         ignored."""
-        self._generation += 1
+        super()._next_generation()
         self._counted.clear()
 
-    def _drop_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                asyncio.get_running_loop().remove_reader(conn.fileno())
-            except (ValueError, OSError):
-                pass
-            conn.close()
+    def healthy(self) -> bool:
+        return self.started_consuming
 
-    async def on_stop(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if self._conn is not None and proc.is_alive():
-            try:
-                self._conn.send(("stop", None))
-            except OSError:
-                pass
-        deadline = time.monotonic() + STOP_S
-        while proc.is_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if proc.is_alive():
-            log.warning("the ingest process did not stop within %.0f s; killing it", STOP_S)
-            proc.kill()
-            proc.join(5)
-        self._drop_conn()
-
-    @Service.task
-    async def _supervise(self) -> None:
-        """A dead child is started again, after a wait that doubles while it keeps dying
-        (its offsets are committed only after its envelopes are acknowledged, so a new one
-        reads on from there: at least once)."""
-        wait = RESTART_S[0]
-        while not self.should_stop:
-            await self.sleep(0.5)
-            proc = self._proc
-            if proc is None or proc.is_alive() or self.should_stop:
-                if proc is not None and proc.is_alive() and self.started_consuming:
-                    wait = RESTART_S[0]
-                continue
-            log.error("the ingest process exited (code %s); starting it again in %.0f s",
-                      proc.exitcode, wait)
-            self._drop_conn()
-            self.started_consuming = False
-            await self.sleep(wait)
-            wait = min(RESTART_S[1], wait * 2)
-            if not self.should_stop:
-                self.restarts += 1
-                self._spawn()
+    def on_exit(self) -> None:
+        self.started_consuming = False
 
     # ------------------------------------------------------------------ child -> worker
 
-    def _on_report(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            while conn.poll():
-                kind, body = conn.recv()
-                if kind == "report":
-                    self._apply(body)
-        except (EOFError, OSError):
-            self._drop_conn()            # the child is gone: _supervise sees it
+    def on_message(self, kind: str, body: Any) -> None:
+        if kind == "report":
+            self._apply(body)
 
     def _apply(self, r: dict[str, Any]) -> None:
         if r["generation"] != self._generation:
@@ -210,22 +133,14 @@ class IngestProcess(Service):
 
     def use_rules(self, lateness_ms: int, limits: Limits) -> None:
         self.config.lateness_ms, self.config.limits = lateness_ms, limits  # for a restart
-        if self._conn is not None:
-            try:
-                self._conn.send(("rules", (lateness_ms, limits)))
-            except OSError:
-                pass                     # a dead child starts again with the config
+        self.send("rules", (lateness_ms, limits))   # (a dead child starts with the config)
 
 
 # ---------------------------------------------------------------------- the child
 
 def child_main(config: IngestConfig, conn: Connection, generation: int) -> None:
     """Entry point of the child process."""
-    _die_with_parent()
-    _logging(config.loglevel, config.log_format)
-    from rings.gctune import tune_for_throughput
-
-    tune_for_throughput()
+    become_child(IngestProcess.name, config.loglevel, config.log_format)
     try:
         asyncio.run(_child(config, conn, generation))
     except KeyboardInterrupt:
@@ -279,46 +194,9 @@ def _report(conn: Connection, svc: Any, metrics: Metrics, generation: int) -> bo
     wm = metrics.watermark.collect()[0].samples[0].value
     body = {"generation": generation, "started": svc.started_consuming,
             "lag": [(t, p, n) for (t, p), n in svc.lag.items()],
-            "watermark": wm or None, "counters": counters, "rss": _rss_bytes()}
+            "watermark": wm or None, "counters": counters, "rss": rss_bytes()}
     try:
         conn.send(("report", body))
         return True
     except OSError:
         return False
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM when the worker dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def _logging(loglevel: str, log_format: str) -> None:
-    if log_format == "json":
-        from .logjson import logging_config
-        cfg = logging_config(loglevel)
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
-                                   "formatters": cfg["formatters"],
-                                   "handlers": cfg["handlers"],
-                                   "root": {"level": loglevel.upper(),
-                                            "handlers": ["default"]}})
-    else:
-        # As the worker's (Faust's) own lines look.
-        logging.basicConfig(level=loglevel.upper(),
-                            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
-    # Library chatter stays at warning, as in the worker.
-    for name in ("aiokafka", "mode", "asyncio"):
-        logging.getLogger(name).setLevel(max(logging.WARNING,
-                                             logging.getLogger().getEffectiveLevel()))

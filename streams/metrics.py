@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Iterator
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                ProcessCollector, disable_created_metrics)
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 # No `*_created` series: a timestamp per counter and histogram child, twice the series for
@@ -211,3 +212,56 @@ def consumer_lags(app: Any, ingest: Any) -> list[tuple[str, int, int]]:
     except Exception:  # noqa: BLE001 - not started yet, or mid-rebalance: the ingest's only
         pass
     return out
+
+
+# A registry's samples as plain data, to cross a process boundary: per family its name,
+# type, help and unit, and its samples as (name, labels, value).
+Snapshot = list[tuple[str, str, str, str, list[tuple[str, dict[str, str], float]]]]
+
+# Families of several stage processes of one worker (streams.stage_process) that are not
+# added up: watermarks and start times are the lowest (the worker as a whole is as far as
+# its slowest part); times of the last activity and the ingest's watermark (reported by
+# the worker's own process only) the highest; and rule sets, which every process reads
+# from the rules topic and applies or refuses alike, counted once.
+MERGE: dict[str, Callable[[float, float], float]] = {
+    "rings_stage_watermark_seconds": min,
+    "process_start_time_seconds": min,
+    "rings_stage_last_rows_timestamp_seconds": max,
+    "rings_watermark_seconds": max,
+    "rings_rules_version_info": max,
+    "process_max_fds": max,
+    "rings_rules_reloads": max,
+}
+
+
+def snapshot(registry: Any) -> Snapshot:
+    return [(m.name, m.type, m.documentation, m.unit,
+             [(s.name, s.labels, s.value) for s in m.samples]) for m in registry.collect()]
+
+
+class merged:
+    """The samples of several processes' registries as one, for `generate_latest`: the
+    same series added up (counters, histograms, and gauges such as memory), or for the
+    families of MERGE their lowest or highest value. A family only some processes
+    have (the ingest's, the plans' of the process holding the inbox) is theirs alone."""
+
+    def __init__(self, snapshots: Iterable[Snapshot]) -> None:
+        self.snapshots = snapshots
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, tuple[str, str, str, dict[tuple[str, tuple], float]]] = {}
+        for snap in self.snapshots:
+            for name, typ, doc, unit, samples in snap:
+                fam = families.setdefault(name, (typ, doc, unit, {}))
+                values = fam[3]
+                combine = MERGE.get(name)
+                for sname, labels, value in samples:
+                    key = (sname, tuple(sorted(labels.items())))
+                    old = values.get(key)
+                    values[key] = value if old is None else \
+                        combine(old, value) if combine is not None else old + value
+        for name, (typ, doc, unit, values) in families.items():
+            m = Metric(name, doc, typ, unit)
+            for (sname, labels), value in values.items():
+                m.add_sample(sname, dict(labels), value)
+            yield m

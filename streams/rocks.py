@@ -33,14 +33,17 @@ class RocksBudget:
     mb: int
 
     @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> "RocksBudget | None":
-        """From RINGS_ROCKSDB_MB (default 192); 0: no shared budget, each database with
-        options of its own (per table and partition, as before the budget)."""
+    def from_env(env: dict[str, str] | None = None, share: int = 1) -> "RocksBudget | None":
+        """From RINGS_ROCKSDB_MB (default 192), the worker's whole budget, of which this
+        process gets one `share` (a worker with several stage processes: each its part,
+        at least 16 MB); 0: no shared budget, each database with options of its own (per
+        table and partition, as before the budget)."""
         mb = env_int("RINGS_ROCKSDB_MB", DEFAULT_MB, env, unit=" of MB")
         if mb == 0:
             return None
         if mb < 16:
             raise ConfigError(f"RINGS_ROCKSDB_MB must be 0 (no budget) or at least 16, not {mb}")
+        mb = max(16, mb // max(1, share))
         cache = rocksdict.Cache(mb << 20)
         # Memtables may take up to half of the budget before RocksDB flushes the largest;
         # their memory is charged to the cache, so blocks are evicted to make room.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
+from typing import Any
 
 from rings.gctune import tune_for_throughput
 from rings.net import Net
@@ -55,7 +56,6 @@ def prepare(settings: KafkaSettings, partitions: int, net: Net, timeout: float =
 
 def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
                loglevel: str = "info", log_format: str = "text") -> None:
-    log_config = None
     if log_format == "json":            # one JSON object per line (streams.logjson)
         from .logjson import logging_config
         log_config = logging_config(loglevel)
@@ -74,11 +74,22 @@ def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOp
             "rules directory", pushed.version, bundle.get("by"), bundle.get("pushed"),
             rules.version)
         rules = pushed
-    opts.loglevel, opts.log_format = loglevel, log_format    # for the ingest process
-    from faust.worker import Worker
-
+    # (for the ingest and stage processes)
+    opts.loglevel, opts.log_format = loglevel, log_format
     app, _ = build_app(settings, net, rules, opts, rules_offset=offset)
     tune_for_throughput()
+    run_app(app, loglevel, log_format)
+
+
+def run_app(app: Any, loglevel: str, log_format: str) -> None:
+    """Run a worker's app (in the worker's process, or in one of its stage processes)
+    until it is stopped."""
+    from faust.worker import Worker
+
+    log_config = None
+    if log_format == "json":
+        from .logjson import logging_config
+        log_config = logging_config(loglevel)
     logging.getLogger("rings").setLevel(loglevel.upper())
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False,
                     override_logging=True, logging_config=log_config)

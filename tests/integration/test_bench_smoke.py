@@ -12,6 +12,8 @@ import sys
 
 import orjson
 
+from streams.stage_process import processes_from_env
+
 from .harness import ROOT, Kafka
 
 RATES = ("aiokafka_eps", "faust_baseline_eps", "peer_eps", "engine_eps", "core_eps",
@@ -41,8 +43,12 @@ def test_bench_reports_every_figure(kafka: Kafka) -> None:
     assert out["rss_mb"] > 50
     # What the worker cost, at full speed and at the steady rate (its processes busy
     # somewhere between a little and every core of the machine).
-    for cores in (out["engine_cores"], out["latency_cores"]):
+    for cores in (out["engine_cores"], out["latency_cores"], out["peer_cores"],
+                  out["faust_baseline_cores"]):
         assert 0 < cores <= out["cpus"] + 0.5
+    # ...and the worker's stage processes: by default one per core, at most a partition
+    # each.
+    assert out["processes"] == processes_from_env(out["partitions"])
     assert out["engine_cpu_us_per_sighting"] > 0 and out["latency_cpu_us_per_sighting"] > 0
     # The memory curve: the worker's RSS at each quarter and tenth of the sightings (the
     # last of both is the same sample, taken when the last sighting was in).

@@ -1,5 +1,6 @@
 """Faults survived (issue 8): the broker going away and coming back under a running worker,
-a worker of two killed with SIGKILL, and a consumer of `alerts` that does not keep up."""
+a worker of two killed with SIGKILL, a consumer of `alerts` that does not keep up, and a
+worker's own ingest or stage process killed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from .harness import Kafka, PrivateBroker, Worker, wait_until
+from streams.children import process_name
+
+from .harness import Kafka, PrivateBroker, Worker, one_id_per_partition, wait_until
 from .test_replay_equals_worker import END, _canon, rings
 from .test_scale_out import barrier_all, check_alive, settled, watchlist_everywhere
 
@@ -153,22 +156,15 @@ def test_a_slow_consumer_of_alerts_does_not_slow_detection(kafka: Kafka, start_w
     assert worker.alive
 
 
-def _children(pid: int) -> list[int]:
-    """The worker's ingest processes (multiprocessing also starts a resource tracker)."""
+def _children(pid: int, name: str = "rings-ingest") -> list[int]:
+    """The worker's child processes of that name (its ingest process, `rings-stages-N`
+    its stage processes; multiprocessing also starts a resource tracker)."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             pids = [int(c) for c in f.read().split()]
     except OSError:
         return []
-    out = []
-    for c in pids:
-        try:
-            with open(f"/proc/{c}/cmdline", "rb") as f:
-                if b"spawn_main" in f.read():
-                    out.append(c)
-        except OSError:
-            pass
-    return out
+    return [c for c in pids if process_name(c) == name]
 
 
 def _metric(worker: Worker, name: str) -> float:
@@ -195,7 +191,7 @@ def test_the_ingest_process_killed_is_started_again(kafka: Kafka, start_worker) 
     kafka.barrier(worker, timeout=120)
     assert worker.alive
     assert {s["id"] for s in before + after} <= hit_ids(kafka)
-    assert "the ingest process exited" in worker.log_tail(400)
+    assert "the rings-ingest process exited" in worker.log_tail(400)
     # The new process's counts are forwarded: at least every sighting it read again.
     wait_until(lambda: _metric(worker, "rings_sightings_total") >= len(after), 30,
                "the restarted ingest's count in /metrics")
@@ -208,3 +204,43 @@ def test_the_ingest_process_killed_is_started_again(kafka: Kafka, start_worker) 
     wait_until(lambda: not os.path.exists(f"/proc/{child}") or
                open(f"/proc/{child}/stat").read().split()[2] == "Z", 30,
                "the ingest process to stop with the worker")
+
+
+def test_a_stage_process_killed_is_started_again(kafka: Kafka, start_worker) -> None:
+    """A worker's stages run in several processes (streams.stage_process). One killed is
+    started again by the worker, which stays up and ready for its operator: the group
+    gives the dead member's partitions to the others, then a share back to the new one,
+    and every sighting still raises its alert (at least once), whichever process held its
+    partition when."""
+    worker = start_worker("w1", "--processes", "2")
+    vehicles = one_id_per_partition("vehicle", "STAGEKILL-")
+    kafka.send_json("watchlist", [{"subject": {"type": "vehicle", "id": v}, "list": "wanted",
+                                   "severity": "high"} for v in vehicles])
+    kafka.barrier(worker)
+    [first] = _children(worker.proc.pid, "rings-stages-1")
+
+    def traffic(tag: str) -> list[dict]:
+        return [{"id": f"{tag}-{p}-{i}", "ts": "2026-11-29T12:30:00+08:00", "site": "CP01",
+                 "dir": "in", "subject": {"type": "vehicle", "id": v}}
+                for p, v in enumerate(vehicles) for i in range(100)]
+
+    before, after = traffic("before"), traffic("after")
+    kafka.send_json("sightings", before)
+    os.kill(first, signal.SIGKILL)  # some of them may not be judged yet
+    kafka.send_json("sightings", after)
+    wait_until(lambda: _children(worker.proc.pid, "rings-stages-1") not in ([], [first]), 60,
+               "the worker to start its stage process again")
+    kafka.barrier(worker, timeout=180)
+    assert worker.alive
+    assert {s["id"] for s in before + after} <= hit_ids(kafka)
+    assert "the rings-stages-1 process exited" in worker.log_tail(2000)
+    # Ready again once the new process holds partitions, and the worker's /metrics has
+    # its numbers again (the two processes' counts added up).
+    wait_until(lambda: worker.get("/ready")[0] == 200, 120, "the worker to be ready again")
+    assert _metric(worker, "rings_stage_events_total") >= len(before) + len(after)
+    # Stopping the worker stops its stage process too.
+    child = _children(worker.proc.pid, "rings-stages-1")[0]
+    worker.stop()
+    wait_until(lambda: not os.path.exists(f"/proc/{child}") or
+               open(f"/proc/{child}/stat").read().split()[2] == "Z", 30,
+               "the stage process to stop with the worker")

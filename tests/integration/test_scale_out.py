@@ -11,6 +11,7 @@ import re
 import time
 import zlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
@@ -68,8 +69,8 @@ def describe_group(kafka: Kafka, group: str) -> tuple[str, list[tuple]]:
 
 
 def faust_split(kafka: Kafka) -> tuple[str, dict[int, dict[str, list[int]]]]:
-    """The Faust group's state, and for each member (by the web port in its URL, i.e. by
-    worker) the partitions it holds active, by topic name without the prefix."""
+    """The Faust group's state, and for each worker (by the web port in its members' URLs)
+    the partitions its members hold active, by topic name without the prefix."""
     state, members = describe_group(kafka, kafka.t("rings"))
     out: dict[int, dict[str, list[int]]] = {}
     for m in members:
@@ -77,10 +78,15 @@ def faust_split(kafka: Kafka) -> tuple[str, dict[int, dict[str, list[int]]]]:
             continue                    # joined, not yet given an assignment
         a = ConsumerProtocol.ASSIGNMENT.decode(m[4])
         meta = orjson.loads(zlib.decompress(a.user_data))
-        port = int(meta["url"].rstrip("/").rsplit(":", 1)[1])
+        # A worker's stage processes are members of their own, with its port in their URL
+        # (streams.stage_process): what they hold, the worker holds.
+        port = urlsplit(meta["url"]).port
         actives = meta["assignment"]["actives"]
-        out[port] = {t[len(kafka.prefix):]: sorted(ps) for t, ps in actives.items()
-                     if t.startswith(kafka.prefix)}
+        held = out.setdefault(port, {})
+        for t, ps in actives.items():
+            if t.startswith(kafka.prefix):
+                held[t[len(kafka.prefix):]] = sorted([*held.get(t[len(kafka.prefix):], []),
+                                                      *ps])
     return state, out
 
 

@@ -142,3 +142,27 @@ def test_parse_duration_rejects(value):
 @given(st.integers(0, 10**12))
 def test_duration_round_trip(ms):
     assert parse_duration(format_duration(ms)) == ms
+
+
+@given(st.integers(MIN_MS + 86_400_000, MAX_MS - 86_400_000),
+       st.sampled_from([0, 480, -330, 840, -720]),
+       st.sampled_from(["Z", "z", "+00:00", "+08:00", "-05:30"]),
+       st.text(alphabet="0123456789a.+:Z٣２", min_size=0, max_size=9))
+def test_the_seconds_cache_answers_as_a_full_parse(ms, offset, zone, tail):
+    """parse_ts keeps the seconds it parsed (the usual shape: milliseconds and an offset):
+    a string that hits the cache gets exactly the full parse's answer, or its error, also
+    when only its fraction or its end differ from one parsed before."""
+    from rings.timefmt import _parse_ts
+    first = format_ts(ms, offset)                     # the usual shape, fills the cache
+    assert parse_ts(first) == _parse_ts(first)
+    prefix = first[:19]
+    for text in (f"{prefix}.{tail}{zone}", f"{prefix}{tail}{zone}", f"{prefix}.{tail}",
+                 first[:20] + tail[:3] + first[23:]):
+        try:
+            want = _parse_ts(text)
+        except InvalidRecord as e:
+            with pytest.raises(InvalidRecord) as got:
+                parse_ts(text)
+            assert got.value.reason == e.reason
+        else:
+            assert parse_ts(text) == want

@@ -34,3 +34,11 @@ def test_state_cache_setting() -> None:
     for raw in ("many", "-5"):
         with pytest.raises(ConfigError, match="RINGS_STATE_CACHE"):
             state_cache_from_env({"RINGS_STATE_CACHE": raw})
+
+
+def test_rocksdb_budget_is_shared_out_among_stage_processes() -> None:
+    b = RocksBudget.from_env({"RINGS_ROCKSDB_MB": "192"}, share=2)
+    assert b is not None and b.mb == 96
+    assert b.write_buffers.get_buffer_size() == (96 << 20) // 2
+    # Never below RocksDB's useful minimum, however many processes.
+    assert RocksBudget.from_env({"RINGS_ROCKSDB_MB": "32"}, share=4).mb == 16
