@@ -116,9 +116,12 @@ class SourceClock:
                 self.reports[src] = wm
                 changed = True
         if changed:
-            self.store.put(self.key, orjson.dumps({str(k): v for k, v in
-                                                   self.reports.items()}))
+            self.store.put(self.key, self.encoded())
         return self.value()
+
+    def encoded(self) -> bytes:
+        """The reports as the store keeps them."""
+        return orjson.dumps({str(k): v for k, v in self.reports.items()})
 
     def value(self) -> int | None:
         if len(self.reports) < self.sources:

@@ -15,6 +15,13 @@ Reads and writes are coalesced: an entity is loaded once per batch and written o
 `commit()`, which is what keeps a changelog-backed store cheap. An object store (replay) holds
 the very objects the stages change, so there `put` writes through and nothing is cached.
 
+A byte store's table may *hold* entities (`holding`, set by the worker for the subject
+stage): an entity with sightings queued for judgement is kept in memory, not written, since
+its judgement will change it again soon (at full speed, a subject's arrival and its
+judgement were two writes, encodings and changelog records). What it holds is not in the
+store: a crash loses it, and the driver must make the store's bookkeeping say so (see
+`oldest_held`; the worker applies the envelopes since again).
+
 Entities are indexed before a sweep and at commit, each pass over the entities put since
 the last one only (`_unindexed`). During a sweep an entity keeps the second it was listed
 under, so that the sweep still meets it there even when another entity's judgement changed
@@ -70,6 +77,12 @@ class EntityTable:
         # (measured: the core 6 to 9% faster, head to head).
         self._objs: dict[str, Any] = \
             store.space(prefix) if self.objects else {}  # type: ignore[attr-defined]
+        # Holding (byte stores only): key -> the batch since which its changes are held, in
+        # the order held (the first is the oldest). `batch` counts commits: one a batch.
+        self.holding = False
+        self.held: dict[str, int] = {}
+        self.batch = 0
+        self.lost_held = False
 
     def _decode(self, raw: Any) -> Any:
         return raw if self.objects else orjson.loads(raw)
@@ -113,6 +126,7 @@ class EntityTable:
             return
         self.cache.pop(key, None)
         self.dirty.pop(key, None)
+        self.held.pop(key, None)
         self.deleted.add(key)
 
     def discard(self) -> None:
@@ -127,6 +141,10 @@ class EntityTable:
         self.deleted.clear()
         self._unindexed.clear()
         self._sweep_to = None
+        # What was held is lost with the cache (its objects may hold half of the failed
+        # batch): the driver, seeing `lost_held`, applies the batches since again.
+        self.lost_held = bool(self.held)
+        self.held.clear()
 
     def index_pending(self, seal: bool = False) -> None:
         """Index every entity put since the last call under its next action (in memory;
@@ -148,6 +166,7 @@ class EntityTable:
         index, index_get, index_dirty, dirs = self.index, self._index_get, self.index_dirty, \
             self.dir
         dirty = self.dirty if seal and not self.objects else None
+        held = self.held if self.holding else None
         for key, st in entities:
             nx = st.get("nx", NEVER)
             if nx >= NEVER:
@@ -171,7 +190,14 @@ class EntityTable:
                         self._dir_changed = True
                 index_dirty.add(sec)
             if dirty is not None and key in dirty:
+                if held is not None and st.get("q"):
+                    del dirty[key]                  # judged soon: written then
+                    if key not in held:
+                        held[key] = self.batch
+                    continue
                 dirty[key] = orjson.dumps(st)       # type: ignore[assignment]
+                if held is not None:
+                    held.pop(key, None)
 
     def commit(self) -> None:
         """Write every changed entity once, and index it under its next action."""
@@ -179,8 +205,17 @@ class EntityTable:
         store, prefix, meta, encode = self.store, self.prefix, self.meta, self._encode
         if not self.objects:
             put, dumps = self._sput, orjson.dumps
+            held = self.held if self.holding else None
             for key, st in self.dirty.items():
-                put(prefix + key, st if type(st) is bytes else dumps(st))
+                if type(st) is not bytes:
+                    if held is not None and st.get("q"):
+                        if key not in held:
+                            held[key] = self.batch
+                        continue
+                    st = dumps(st)
+                if held is not None:
+                    held.pop(key, None)
+                put(prefix + key, st)
             for key in self.deleted:
                 store.delete(prefix + key)
         for sec in self.index_dirty:
@@ -202,14 +237,36 @@ class EntityTable:
             self._swept_changed = False
         self.dirty.clear()
         self.deleted.clear()
+        self.batch += 1
         if self.objects:
             self.index.clear()
-        elif len(self.cache) > self.cache_limit:
+        elif len(self.cache) - len(self.held) > self.cache_limit:
             # Oldest loaded first: entities touched again (judged, rescheduled) are the
-            # likeliest to be touched soon, and usually were loaded later.
-            cache = self.cache
-            for key in list(islice(cache, len(cache) - self.cache_limit // 2)):
+            # likeliest to be touched soon, and usually were loaded later. Held entities
+            # stay: they are nowhere else.
+            cache, held = self.cache, self.held
+            drop = len(cache) - len(held) - self.cache_limit // 2
+            for key in [k for k in islice(cache, drop + len(held)) if k not in held][:drop]:
                 del cache[key]
+
+    # ------------------------------------------------------------------ holding
+
+    def oldest_held(self) -> int | None:
+        """The batch since which the oldest held entity's changes wait (every batch
+        before it is wholly in the store); None when nothing is held."""
+        return next(iter(self.held.values()), None)
+
+    def release(self, before: int | None = None) -> int:
+        """Write held entities now: those held since a batch before `before`, or all.
+        Between batches only. Returns how many."""
+        held = self.held
+        keys = list(held) if before is None else \
+            [k for k, since in held.items() if since < before]
+        put, dumps, cache, prefix = self._sput, orjson.dumps, self.cache, self.prefix
+        for key in keys:
+            del held[key]
+            put(prefix + key, dumps(cache[key]))
+        return len(keys)
 
     def _index_get(self, sec: int) -> list[str] | None:
         listed = self.index.get(sec)

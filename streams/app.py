@@ -47,6 +47,7 @@ from .config import (ALERTS, BY_PAIR, BY_SITE, BY_SUBJECT, ENGINE_DLQ, PSEUDO_WA
                      WATCHLIST, KafkaSettings)
 from .changelog import ChangelogWriter, PartitionKV, flush_ms_from_env
 from .envelope import Envelope, partition_for
+from .held import HeldState, bookkeeping, hold_ms_from_env
 from .ingest_process import IngestConfig, IngestProcess
 from .lockdown import Lockdown
 from .rules_feed import RulesFeed
@@ -286,19 +287,34 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     sites: dict[int, tuple[list[SiteStage], SourceClock]] = {}
     pairs: dict[int, tuple[dict[str, PairStage], SourceClock]] = {}
     sent_frontier: dict[int, int] = {}
+    # Per (state table, partition): the offset of the last envelope applied, and those
+    # that failed (see stage_agent); forgotten with the stages at every rebalance.
+    last_applied: dict[tuple[str, int], int] = {}
+    failed: dict[tuple[str, int], set[int]] = {}
+    hold_ms = hold_ms_from_env()
 
-    async def flush_waiting(older_s: float = 0.0) -> None:
-        """Write the stages' waiting state (see changelog.commit), each stage between two
-        of its envelopes."""
+    def to_flush(name: str, older_s: float, force: bool) -> list[PartitionKV]:
+        """A stage's partitions whose waiting state is due (see changelog.commit), or whose
+        held state has waited too long (streams.held); `force`: every one with either."""
+        todo = changelog.waiting(name, older_s)
+        for (table_name, _), kv in kvs.items():
+            if table_name == name and kv.holds is not None and kv not in todo and \
+                    (kv.holds.due() or force and kv.holds.table.held):
+                todo.append(kv)
+        return todo
+
+    async def flush_waiting(older_s: float = 0.0, force: bool = False) -> None:
+        """Write the stages' waiting state, each stage between two of its envelopes;
+        `force`: with everything held (before the stages are let go)."""
         for name, lock in stage_locks.items():
-            if changelog.waiting(name, older_s):
+            if to_flush(name, older_s, force):
                 async with lock:
-                    for kv in changelog.waiting(name, older_s):
-                        await changelog.flush(kv)
+                    for kv in to_flush(name, older_s, force):
+                        await changelog.flush(kv, force)
 
     @app.on_before_shutdown.connect
     async def _drain(app: faust.App, **kw: Any) -> None:
-        await flush_waiting()
+        await flush_waiting(force=True)
         await changelog.drain_all()         # while the stores are still open
 
     @app.on_partitions_revoked.connect
@@ -310,7 +326,7 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
 
     @app.on_partitions_assigned.connect
     async def _reset(app: faust.App, assigned: Any, **kw: Any) -> None:
-        await flush_waiting()
+        await flush_waiting(force=True)
         await changelog.drain_all()
         for kv in kvs.values():
             kv.release()
@@ -321,6 +337,8 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         sites.clear()
         pairs.clear()
         sent_frontier.clear()
+        last_applied.clear()
+        failed.clear()
         lockdown.reset()
 
     def kv_for(table: Any, p: int) -> PartitionKV:
@@ -366,17 +384,32 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         One envelope never kills the agent: a failure keeps it on the engine DLQ.
         """
         def wrap(handle: Any) -> Any:
-            async def apply(p: int, raw: bytes) -> None:
-                try:
-                    await handle(p, Envelope.decode(raw))
-                except Exception as e:  # noqa: BLE001
-                    # A bug, not bad input (input was validated at ingest): keep the
-                    # envelope for replay after a fix, and go on with the next one.
-                    log.exception("%s failed on an envelope; kept on %s", name, ENGINE_DLQ)
-                    await engine_dlq.send(value=raw, headers={
-                        "rings-reason": type(e).__name__.encode(),
-                        "rings-stage": name.encode(), "rings-partition": str(p).encode()})
-                    metrics.dlq.labels("engine-error").inc()
+            async def apply(p: int, off: int, raw: bytes) -> bool:
+                """Apply one envelope and note it applied; False if the stage had to be
+                made again from its store (see `rewind`), which then has not applied it."""
+                kv, key = kv_for(table, p), (table.name, p)
+                if off not in failed.get(key, ()):
+                    try:
+                        await handle(p, Envelope.decode(raw))
+                    except Exception as e:  # noqa: BLE001
+                        # A bug, not bad input (input was validated at ingest): keep the
+                        # envelope for replay after a fix, and go on with the next one.
+                        log.exception("%s failed on an envelope; kept on %s", name,
+                                      ENGINE_DLQ)
+                        await engine_dlq.send(value=raw, headers={
+                            "rings-reason": type(e).__name__.encode(),
+                            "rings-stage": name.encode(), "rings-partition": str(p).encode()})
+                        metrics.dlq.labels("engine-error").inc()
+                        failed.setdefault(key, set()).add(off)
+                        base = rewind(table, p)
+                        if base is not None:
+                            last_applied[key] = base
+                            return False
+                kv.put("~off", str(off).encode())
+                last_applied[key] = off
+                if kv.holds is not None:
+                    kv.holds.applied(off)
+                return True
 
             lock = stage_locks[table.name] = asyncio.Lock()
 
@@ -384,22 +417,31 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
                 async for event in stream.events():
                     p, off = event.message.partition, event.message.offset
                     async with lock:        # (the stage's state is whole between envelopes)
-                        kv = kv_for(table, p)
-                        raw_last = kv.get("~off")
-                        last = int(raw_last) if raw_last is not None else None
-                        if last is not None and off <= last:
-                            continue
-                        if last is not None and off > last + 1:
-                            # The consumer committed them, their state was not written: a
-                            # crash between the two (state waits, see changelog.commit).
-                            log.warning("%s: envelopes %d..%d of partition %d were not "
-                                        "applied to its state; reading them back", name,
-                                        last + 1, off - 1, p)
-                            for raw in await read_range(topic.get_topic_name(), p, last + 1,
-                                                        off):
-                                await apply(p, raw)
-                        await apply(p, event.value)
-                        kv.put("~off", str(off).encode())
+                        kv, key = kv_for(table, p), (table.name, p)
+                        while True:         # (again only after a rewind: see apply)
+                            last = last_applied.get(key)
+                            if last is None:
+                                raw_last = kv.get("~off")
+                                last = int(raw_last) if raw_last is not None else None
+                            if last is not None and off <= last:
+                                break
+                            if last is not None and off > last + 1:
+                                # The consumer committed them, their state was not written:
+                                # a crash between the two (state waits, see
+                                # changelog.commit, or was held, see streams.held).
+                                log.warning("%s: envelopes %d..%d of partition %d were not "
+                                            "applied to its state; reading them back",
+                                            name, last + 1, off - 1, p)
+                                rewound = False
+                                for past, raw in await read_range(topic.get_topic_name(), p,
+                                                                  last + 1, off):
+                                    if not await apply(p, past, raw):
+                                        rewound = True
+                                        break
+                                if rewound:
+                                    continue
+                            if await apply(p, off, event.value):
+                                break
                         # The envelope's state, and that it was applied, in one changelog
                         # batch: now, or with the next envelopes' (see changelog.commit).
                         await changelog.commit(kv)
@@ -407,7 +449,26 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             return app.agent(topic, name=name)(agent)
         return wrap
 
-    async def read_range(topic_name: str, p: int, start: int, end: int) -> list[bytes]:
+    def rewind(table: Any, p: int) -> int | None:
+        """After a failed envelope: if the subject stage lost what it held (its objects
+        may hold half of the failed batch), its store's bookkeeping goes back to the last
+        envelope wholly in the store and the stage is made again from the store; the
+        envelopes since are applied again with the next one (the failed one skipped).
+        Returns that envelope's offset, None if nothing was lost."""
+        if table is not subject_state or p not in subjects or \
+                not subjects[p][0].table.lost_held:
+            return None
+        kv = kv_for(table, p)
+        base = kv.holds.rewind()
+        kv.holds = None
+        del subjects[p]
+        changelog.note(kv)
+        log.warning("subjects: partition %d made again from its store after a failed "
+                    "envelope; applying again from envelope %d", p, base + 1)
+        return base
+
+    async def read_range(topic_name: str, p: int, start: int, end: int
+                         ) -> list[tuple[int, bytes]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=None,
                                     enable_auto_commit=False, **settings.client_options)
         await consumer.start()
@@ -415,10 +476,10 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
             tp = TopicPartition(topic_name, p)
             consumer.assign([tp])
             consumer.seek(tp, start)
-            out: list[bytes] = []
+            out: list[tuple[int, bytes]] = []
             while await consumer.position(tp) < end:
                 for msgs in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                    out.extend(m.value for m in msgs if m.offset < end)
+                    out.extend((m.offset, m.value) for m in msgs if m.offset < end)
             return out
         finally:
             await consumer.stop()
@@ -427,8 +488,11 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
     async def on_subjects(p: int, env: Envelope) -> None:
         if p not in subjects:
             kv = kv_for(subject_state, p)
-            subjects[p] = (cached(Engine(net, current[0], watchlist, kv)),
-                           SourceClock(kv, "~src", opts.source_partitions))
+            eng = cached(Engine(net, current[0], watchlist, kv))
+            src = SourceClock(kv, "~src", opts.source_partitions)
+            subjects[p] = (eng, src)
+            kv.holds = HeldState(kv, eng.table, lambda off: bookkeeping(off, eng.watermark,
+                                                                         src), hold_ms)
         eng, clock = subjects[p]
         before = (eng.stats.duplicates, eng.stats.late)
         metrics.stage_events.labels("subjects").inc(len(env.rows))
@@ -588,6 +652,12 @@ def build_app(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOpt
         if new.version == old.version:
             return
         current[0] = new
+        for p in subjects:
+            kv = kv_for(subject_state, p)
+            if kv.holds is not None:
+                kv.holds.release_all(last_applied.get((subject_state.name, p), -1))
+                kv.holds = None
+                changelog.note(kv)
         subjects.clear()
         sites.clear()
         pairs.clear()

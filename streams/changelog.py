@@ -65,7 +65,7 @@ class PartitionKV:
     are the same in every partition, so they get the partition's prefix."""
 
     __slots__ = ("table", "partition", "db", "prefix", "pending", "meta", "filter", "_next",
-                 "_scan")
+                 "_scan", "holds")
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
@@ -88,6 +88,9 @@ class PartitionKV:
         # of the database's keys that fills it (see write_local).
         self._next: KeyFilter | None = None
         self._scan: Iterator[bytes] | None = None
+        # The subject stage's held state (streams.held.HeldState): asked before each flush
+        # what to write of it, and which bookkeeping.
+        self.holds: Any = None
 
     def _filter_from_disk(self) -> KeyFilter:
         # RocksDB's estimate sizes it (an estimate too low only means one more rebuild).
@@ -231,14 +234,21 @@ class ChangelogWriter(Service):
         if now - since >= self.flush_s or kv.writes() >= MAX_DEFERRED_RECORDS:
             await self.flush(kv)
 
+    def note(self, kv: PartitionKV) -> None:
+        """`kv` was written outside an envelope: flush it with the waiting ones."""
+        if kv.has_writes():
+            self._waiting.setdefault(id(kv), (kv, self.clock()))
+
     def waiting(self, table: str | None = None, older_s: float = 0.0) -> list[PartitionKV]:
         """The partitions (of `table`, or all) whose writes have waited `older_s` or more."""
         now = self.clock()
         return [kv for kv, since in self._waiting.values()
                 if (table is None or kv.table.name == table) and now - since >= older_s]
 
-    async def flush(self, kv: PartitionKV) -> None:
-        """Write what `kv` collected to RocksDB, and send it to its changelog partition.
+    async def flush(self, kv: PartitionKV, force: bool = False) -> None:
+        """Write what `kv` collected to RocksDB, and send it to its changelog partition
+        (with what its held state has held too long: see streams.held; `force`: all of
+        it).
 
         Sends are pipelined: this returns once the records are queued. Awaiting each
         delivery in line cost a broker round trip per envelope, and at a steady 2,000
@@ -254,6 +264,8 @@ class ChangelogWriter(Service):
         compacted changelog must not end on an older value."""
         self._waiting.pop(id(kv), None)
         await self._reap(kv, keep=MAX_INFLIGHT - 1)
+        if kv.holds is not None:
+            kv.holds.before_flush(force)
         if not kv.has_writes():
             return
         # Entity writes first, the partition's bookkeeping (`~…`: the stage watermark, the

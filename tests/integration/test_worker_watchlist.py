@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from rings.decode import KEEP_BYTES
 from rings.timefmt import format_ts
 
-from .harness import ROOT, Kafka
+from .harness import ROOT, Kafka, wait_until
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "rings" / "schemas"
 T0 = "2026-11-29T08:30:00.250+08:00"
@@ -169,8 +169,9 @@ def test_event_time_bounds_from_the_rules_file(kafka: Kafka, start_worker,
     reasons = sorted((orjson.loads(rec["original"])["id"], rec["reason"])
                      for _, rec in kafka.dlq())
     assert reasons == [("ahead-2h", "future-ts"), ("old", "too-old")]
-    metrics = worker.metrics()
-    assert 'rings_dlq_total{reason="too-old"} 1.0' in metrics
+    # (The ingest process reports its counts to the worker every 0.1 s.)
+    wait_until(lambda: 'rings_dlq_total{reason="too-old"} 1.0' in worker.metrics(), 10,
+               "the refusal counted in /metrics")
     assert worker.alive
 
 
