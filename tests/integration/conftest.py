@@ -53,8 +53,10 @@ def kafka(broker: str, prefix: str) -> Kafka:
 def start_worker(broker: str, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(name: str = "w1", *extra: str, ready: bool = True) -> Worker:
-        w = Worker(broker, prefix, tmp_path / f"data-{name}", tmp_path / f"{name}.log", extra)
+    def start(name: str = "w1", *extra: str, ready: bool = True,
+              env: dict[str, str] | None = None) -> Worker:
+        w = Worker(broker, prefix, tmp_path / f"data-{name}", tmp_path / f"{name}.log", extra,
+                   env)
         workers.append(w)
         if ready:
             w.wait_ready()

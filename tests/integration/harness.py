@@ -225,6 +225,33 @@ class Kafka:
             return next((e[1] for e in res[4] if e[0] == name), None)
         return asyncio.run(go())
 
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """The end offset of each partition of this test's topic, now."""
+        async def go() -> dict[int, int]:
+            name = self.t(topic)
+            c = AIOKafkaConsumer(bootstrap_servers=self.broker, group_id=None)
+            await c.start()
+            try:
+                ends = await c.end_offsets([TopicPartition(name, p)
+                                            for p in await self._partitions(name)])
+            finally:
+                await c.stop()
+            return {tp.partition: n for tp, n in ends.items()}
+        return asyncio.run(go())
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The offsets this test's consumer group `group` has committed on `topic`."""
+        async def go() -> dict[int, int]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+            await admin.start()
+            try:
+                got = await admin.list_consumer_group_offsets(self.t(group))
+            finally:
+                await admin.close()
+            return {tp.partition: meta.offset for tp, meta in got.items()
+                    if tp.topic == self.t(topic) and meta.offset >= 0}
+        return asyncio.run(go())
+
     # ------------------------------------------------------------------ consume
 
     def read_all(self, topic: str, timeout: float = 5.0) -> list[Any]:

@@ -72,3 +72,35 @@ def test_sigkill_mid_stream_loses_no_alert(kafka: Kafka, start_worker, tmp_path:
         assert "is not atomic" not in w.log_path.read_text()
     assert "Restore complete" in w2.log_path.read_text() or "Recovery complete" in \
         w2.log_path.read_text()
+
+
+def test_state_never_written_is_read_back_after_a_kill(kafka: Kafka, start_worker) -> None:
+    """A worker killed before it ever wrote its state, after its consumer had committed the
+    envelopes (state waits, and the subject stage holds it: streams.held). The store then
+    names no envelope at all, and the restarted worker must read every one back from the
+    stages' topics, not start at the committed offsets: a stage process killed within a
+    second of its start lost a partition's alerts this way (seen in CI)."""
+    vehicle = "蒙A0KILL1"
+    waits = {"RINGS_STATE_FLUSH_MS": "10000", "RINGS_STATE_HOLD_MS": "60000"}
+    w1 = start_worker("w1", env=waits)
+    # 51.5 km in 5 minutes: a cloned plate once the second sighting meets the first's state.
+    first, second = [{"id": f"kill-{site}", "ts": ts, "site": site, "dir": "in",
+                      "subject": {"type": "vehicle", "id": vehicle}}
+                     for site, ts in (("CP01", "2026-11-29T12:10:00+08:00"),
+                                      ("CP02", "2026-11-29T12:15:00+08:00"))]
+    kafka.send_json("sightings", [first])
+    kafka.barrier(w1)
+    ends = kafka.end_offsets("rings-by-subject")
+    wait_until(lambda: all(kafka.committed("rings", "rings-by-subject").get(p, -1) >= n
+                           for p, n in ends.items()), 30,
+               "the worker to commit the envelopes whose state it has not written")
+    w1.stop(signal.SIGKILL)
+    assert kafka.alerts() == []
+
+    w2 = start_worker("w1")                # the same disk, which holds none of it
+    kafka.send_json("sightings", [second])
+    kafka.barrier(w2, ts="2026-11-29T13:00:00+08:00", judged="2026-11-29T12:30:00+08:00")
+    cloned = [a for a in kafka.alerts() if a["rule"] == "cloned-plate"]
+    assert [(a["subject"]["id"], a["evidence"]) for a in cloned] == \
+        [(vehicle, ["kill-CP01", "kill-CP02"])]
+    assert "were not applied to its state; reading them back" in w2.log_path.read_text()

@@ -131,10 +131,14 @@ def test_hits_dead_letters_and_duplicates(kafka: Kafka, start_worker) -> None:
         assert dict(msg.headers)["rings-reason"] == rec["reason"].encode()
         assert WANTED[1] not in rec["detail"]
     assert worker.alive
-    metrics = worker.metrics()
-    assert 'rings_dlq_total{reason="bad-json"} 5.0' in metrics
-    assert 'rings_dlq_total{reason="future-ts"} 2.0' in metrics
-    assert "rings_duplicates_total 1.0" in metrics
+    # The ingest process reports its counters to the worker every 0.1 s: wait for them.
+    want = ('rings_dlq_total{reason="bad-json"} 5.0', 'rings_dlq_total{reason="future-ts"} 2.0',
+            "rings_duplicates_total 1.0")
+
+    def counted() -> str | None:
+        m = worker.metrics()
+        return m if all(w in m for w in want) else None
+    metrics = wait_until(counted, 15, f"the worker's /metrics to count {want}")
     assert WANTED[1] not in metrics and FUGITIVE[1] not in metrics
 
 
