@@ -166,7 +166,7 @@ class EntityTable:
         index, index_get, index_dirty, dirs = self.index, self._index_get, self.index_dirty, \
             self.dir
         dirty = self.dirty if seal and not self.objects else None
-        held = self.held if self.holding else None
+        holding = self.holding
         for key, st in entities:
             nx = st.get("nx", NEVER)
             if nx >= NEVER:
@@ -190,14 +190,10 @@ class EntityTable:
                         self._dir_changed = True
                 index_dirty.add(sec)
             if dirty is not None and key in dirty:
-                if held is not None and st.get("q"):
+                if holding and self._hold(key, st):
                     del dirty[key]                  # judged soon: written then
-                    if key not in held:
-                        held[key] = self.batch
                     continue
                 dirty[key] = orjson.dumps(st)       # type: ignore[assignment]
-                if held is not None:
-                    held.pop(key, None)
 
     def commit(self) -> None:
         """Write every changed entity once, and index it under its next action."""
@@ -205,16 +201,12 @@ class EntityTable:
         store, prefix, meta, encode = self.store, self.prefix, self.meta, self._encode
         if not self.objects:
             put, dumps = self._sput, orjson.dumps
-            held = self.held if self.holding else None
+            holding = self.holding
             for key, st in self.dirty.items():
                 if type(st) is not bytes:
-                    if held is not None and st.get("q"):
-                        if key not in held:
-                            held[key] = self.batch
+                    if holding and self._hold(key, st):
                         continue
-                    st = dumps(st)
-                if held is not None:
-                    held.pop(key, None)
+                    st = dumps(st)              # (bytes: sealed, _hold decided then)
                 put(prefix + key, st)
             for key in self.deleted:
                 store.delete(prefix + key)
@@ -250,6 +242,16 @@ class EntityTable:
                 del cache[key]
 
     # ------------------------------------------------------------------ holding
+
+    def _hold(self, key: str, st: Any) -> bool:
+        """Whether a changed entity is held rather than written: it has sightings queued
+        for judgement, which will change it again soon. One that is written is no longer
+        held."""
+        if st.get("q"):
+            self.held.setdefault(key, self.batch)
+            return True
+        self.held.pop(key, None)
+        return False
 
     def oldest_held(self) -> int | None:
         """The batch since which the oldest held entity's changes wait (every batch

@@ -131,11 +131,6 @@ def faust_baseline(settings: KafkaSettings, topic: str, n: int, *,
     return _run_peer("faust", settings, topic, n, timeout)
 
 
-def faust_baseline_eps(settings: KafkaSettings, topic: str, n: int, *,
-                       timeout: float = 120.0) -> float:
-    return faust_baseline(settings, topic, n, timeout=timeout)["eps"]
-
-
 def quix_count(settings: KafkaSettings, topic: str, n: int, *,
                timeout: float = 120.0) -> dict[str, float]:
     """A Quix Streams per-key count with changelog, in a child process, up to its final
@@ -145,11 +140,6 @@ def quix_count(settings: KafkaSettings, topic: str, n: int, *,
     if importlib.util.find_spec("quixstreams") is None:
         raise BenchPeerError("the Quix peer needs quixstreams: pip install 'rings[bench]'")
     return _run_peer("quix", settings, topic, n, timeout)
-
-
-def quix_count_eps(settings: KafkaSettings, topic: str, n: int, *,
-                   timeout: float = 120.0) -> float:
-    return quix_count(settings, topic, n, timeout=timeout)["eps"]
 
 
 def _check_n(n: int) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.config
 import multiprocessing
 import os
 import signal
@@ -103,8 +102,7 @@ class ChildProcess(Service):
         proc = self._proc
         if proc is None:
             return
-        self._stopping = True
-        self.send("stop", None)
+        self.request_stop()
         deadline = time.monotonic() + STOP_S
         while proc.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -217,13 +215,8 @@ def process_name(pid: int) -> str | None:
 
 def child_logging(loglevel: str, log_format: str) -> None:
     if log_format == "json":
-        from .logjson import logging_config
-        cfg = logging_config(loglevel)
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
-                                   "formatters": cfg["formatters"],
-                                   "handlers": cfg["handlers"],
-                                   "root": {"level": loglevel.upper(),
-                                            "handlers": ["default"]}})
+        from .logjson import configure_root
+        configure_root(loglevel)
     else:
         # As the worker's (Faust's) own lines look.
         logging.basicConfig(level=loglevel.upper(),

@@ -9,6 +9,7 @@ ids only, and the integration suite checks a worker's info log on real traffic f
 from __future__ import annotations
 
 import logging
+import logging.config
 import time
 from typing import Any
 
@@ -43,3 +44,12 @@ def logging_config(level: str) -> dict[str, Any]:
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
                                  "level": level.upper(), "stream": "ext://sys.stderr"}},
     }
+
+
+def configure_root(level: str) -> None:
+    """The root logger writes JSON lines now (before mode's worker, or in a child process
+    that has none)."""
+    cfg = logging_config(level)
+    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                               "formatters": cfg["formatters"], "handlers": cfg["handlers"],
+                               "root": {"level": level.upper(), "handlers": ["default"]}})

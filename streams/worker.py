@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.config
 from typing import Any
 
 from rings.gctune import tune_for_throughput
@@ -57,13 +56,9 @@ def prepare(settings: KafkaSettings, partitions: int, net: Net, timeout: float =
 def run_worker(settings: KafkaSettings, net: Net, rules: RuleSet, opts: WorkerOptions,
                loglevel: str = "info", log_format: str = "text") -> None:
     if log_format == "json":            # one JSON object per line (streams.logjson)
-        from .logjson import logging_config
-        log_config = logging_config(loglevel)
+        from .logjson import configure_root
         # From here (Faust's worker sets it up again, the same way, when it starts).
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
-                                   "formatters": log_config["formatters"],
-                                   "handlers": log_config["handlers"],
-                                   "root": {"level": loglevel.upper(), "handlers": ["default"]}})
+        configure_root(loglevel)
         logging.captureWarnings(True)   # warnings too, as records, not as bare text
     opts.source_partitions, pushed, bundle, offset = prepare(settings, opts.partitions, net)
     if pushed is not None and bundle is not None:
