@@ -11,6 +11,15 @@ The changelog is the same compacted topic Faust reads on recovery, with the same
 and values, so restoring a partition (a restart on an empty disk, a rebalance) is Faust's
 own recovery, unchanged. The persisted offset is advanced after each delivered batch, as
 Faust would.
+
+RocksDB gets a flush only once the broker has it (until then the stage reads it from
+memory, `PartitionKV.unstored`): the store is always a prefix of its changelog, so a
+worker restarted on its own disk, whose recovery applies the changelog from the persisted
+offset on, ends with exactly the changelog's state, as one restarted on an empty disk does.
+Written at once, before delivery, a store could hold flushes the changelog never got (sends
+are pipelined); recovery then laid older records over some of their keys and not others, a
+state that never existed (the likely cause of 93 alerts replay does not raise, after a
+SIGKILL on the same disk, once in CI).
 """
 
 from __future__ import annotations
@@ -64,8 +73,8 @@ class PartitionKV:
     Entity keys are unique to their partition by construction; bookkeeping keys (`~...`)
     are the same in every partition, so they get the partition's prefix."""
 
-    __slots__ = ("table", "partition", "db", "prefix", "pending", "meta", "filter", "_next",
-                 "_scan", "holds")
+    __slots__ = ("table", "partition", "db", "prefix", "pending", "meta", "unstored",
+                 "unsent", "filter", "_next", "_scan", "holds")
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
@@ -74,13 +83,18 @@ class PartitionKV:
         self.db = table.data._db_for_partition(partition)
         self.prefix = f"~{partition}"
         # Writes since the last flush, by key (None: deleted): they are read from here,
-        # written to RocksDB in one write batch (one WAL append instead of one per key:
-        # a put each was the worker's largest single cost) and sent to the changelog.
+        # sent to the changelog, and once delivered written to RocksDB in one write batch
+        # (one WAL append instead of one per key: a put each was the worker's largest
+        # single cost).
         # Entities in `pending`, the partition's bookkeeping (`~…`) apart in `meta`: the
         # changelog gets it after them (see ChangelogWriter.flush), and sorting one dict
         # of both at every flush was 1.6% of the worker's time.
         self.pending: dict[bytes, bytes | None] = {}
         self.meta: dict[bytes, bytes | None] = {}
+        # Flushed and sent, not yet in RocksDB (see `store`): the newest value of each key
+        # among those flushes, read before the database; and the flushes, oldest first.
+        self.unstored: dict[bytes, bytes | None] = {}
+        self.unsent: deque[dict[bytes, bytes | None]] = deque()
         # What the database may hold: a read of a key it certainly lacks (most reads: new
         # subjects) is answered without asking RocksDB (see key_filter).
         self.filter = self._filter_from_disk()
@@ -108,6 +122,10 @@ class PartitionKV:
             v = self.pending.get(k, _ABSENT)
         if v is not _ABSENT:
             return v
+        if self.unstored:
+            v = self.unstored.get(k, _ABSENT)
+            if v is not _ABSENT:
+                return v
         return self.db.get(k) if self.filter.may_hold(k) else None
 
     def put(self, key: str, value: bytes) -> None:
@@ -135,27 +153,47 @@ class PartitionKV:
 
     def take_writes(self) -> dict[bytes, bytes | None]:
         """What was written since the last flush, in the order the changelog gets it:
-        entities first, then the bookkeeping. Written to RocksDB first, atomically."""
-        self.write_local()
+        entities first, then the bookkeeping. Read from `unstored` until `store`d."""
         records = self.pending
         records.update(self.meta)
         self.pending = {}
         self.meta.clear()
+        self.unstored.update(records)
+        self.unsent.append(records)
         return records
 
-    def write_local(self) -> None:
-        """Apply the pending writes to RocksDB, atomically."""
+    def store(self, records: dict[bytes, bytes | None], write: bool = True) -> None:
+        """The oldest flush not stored, which the changelog now holds: into RocksDB,
+        atomically (`write`: False when the store was let go meanwhile), and no longer
+        read from memory unless a later flush changed the key again."""
+        unsent = self.unsent
+        if not unsent or unsent[0] is not records:
+            raise RuntimeError("flushes are stored in the order they were taken")
+        unsent.popleft()
+        if write:
+            self.write_local(records)
+        unstored = self.unstored
+        if not unsent:
+            unstored.clear()
+            return
+        for k in records:
+            for later in unsent:
+                if k in later:
+                    break
+            else:
+                del unstored[k]
+
+    def write_local(self, records: dict[bytes, bytes | None]) -> None:
+        """Apply one flush's records to RocksDB, atomically."""
         batch = WriteBatch(raw_mode=True)
         put, delete = batch.put, batch.delete
-        for writes in (self.pending, self.meta):
-            for k, v in writes.items():
-                if v is None:
-                    delete(k)
-                else:
-                    put(k, v)
+        for k, v in records.items():
+            if v is None:
+                delete(k)
+            else:
+                put(k, v)
         self.db.write(batch)
-        written = [k for writes in (self.pending, self.meta) for k, v in writes.items()
-                   if v is not None]
+        written = [k for k, v in records.items() if v is not None]
         f = self.filter
         f.add_all(written)
         if self._next is not None:
@@ -246,17 +284,18 @@ class ChangelogWriter(Service):
                 if (table is None or kv.table.name == table) and now - since >= older_s]
 
     async def flush(self, kv: PartitionKV, force: bool = False) -> None:
-        """Write what `kv` collected to RocksDB, and send it to its changelog partition
-        (with what its held state has held too long: see streams.held; `force`: all of
-        it).
+        """Send what `kv` collected to its changelog partition (with what its held state
+        has held too long: see streams.held; `force`: all of it), and into RocksDB once
+        delivered (see `PartitionKV.store`).
 
         Sends are pipelined: this returns once the records are queued. Awaiting each
         delivery in line cost a broker round trip per envelope, and at a steady 2,000
         sightings/s that queueing was most of the alert latency. Not waiting is safe: the
         stage's `~off` marker travels in the same batch, so a partition restored from the
-        changelog resumes after the last envelope the changelog holds, and reads back
-        whatever the consumer committed past it (see the stage agent). At most
-        `MAX_INFLIGHT` flushes of a partition are undelivered at once.
+        changelog (or from its own store, which holds no more than the changelog) resumes
+        after the last envelope the changelog holds, and reads back whatever the consumer
+        committed past it (see the stage agent). At most `MAX_INFLIGHT` flushes of a
+        partition are undelivered at once.
 
         Records of one partition reach the broker in the order sent. A failed delivery is
         sent again with everything after it, in order, until it succeeds (a record sent
@@ -319,10 +358,14 @@ class ChangelogWriter(Service):
                         item[1] = None
                 continue
             q.popleft()
-            # Only while Faust still has this partition's store open: setting it reopens a
-            # closed one (after a revocation, at shutdown), and the old handle still holds
-            # RocksDB's lock. A persisted offset left behind only makes recovery read more.
-            if kv.table.data._dbs.get(kv.partition) is kv.db:
+            # Into RocksDB now that the changelog has it, and the persisted offset after it
+            # (never ahead of what the store holds). Only while Faust still has this
+            # partition's store open: setting the offset reopens a closed one (after a
+            # revocation, at shutdown), and the old handle still holds RocksDB's lock. A
+            # store left behind only makes recovery read more of the changelog.
+            is_open = kv.table.data._dbs.get(kv.partition) is kv.db
+            kv.store(records, write=is_open)
+            if is_open:
                 topic = kv.table.changelog_topic.get_topic_name()
                 kv.table.data.set_persisted_offset(TP(topic, kv.partition),
                                                    metas[-1].offset + sent[-1][1] - 1)

@@ -106,6 +106,7 @@ class Worker:
                  extra_args: Iterable[str] = (), env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
+        self.data_dir = data_dir
         # `env`: more variables for the worker (e.g. RINGS_KAFKA_* security settings)
         env = {**os.environ, "RINGS_BROKER": broker, "RINGS_TOPIC_PREFIX": prefix,
                "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -151,7 +152,18 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def children(self) -> list[int]:
+        """The worker's child processes (its ingest and stage processes)."""
+        try:
+            return [int(c) for t in Path(f"/proc/{self.proc.pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]
+        except OSError:
+            return []
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Stop it and wait until all of it is gone: its children die with it (a SIGKILL
+        reaches them through PR_SET_PDEATHSIG, a moment after the worker itself)."""
+        kids = self.children()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -160,6 +172,13 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+        def gone(pid: int) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"
+            except (OSError, IndexError):
+                return True
+        wait_until(lambda: all(map(gone, kids)), 30, "the worker's processes to end")
         return self.proc.returncode
 
 
@@ -352,3 +371,62 @@ class Kafka:
                        and len(worker.stage_watermarks()) == 3,
                        max(1.0, deadline - time.monotonic()),
                        f"every stage to judge up to {judged}")
+
+
+# ---------------------------------------------------------------------- stores on disk
+
+FAUST_OFFSET_KEY = b"__faust\0offset__"
+
+
+def store_matches_changelog(store: dict[bytes, bytes], records: Iterable[Any]
+                            ) -> tuple[int | None, int]:
+    """Whether a partition's RocksDB store (read on disk, its worker dead) is a state its
+    changelog passed through: the offset after which the changelog's records up to there
+    give exactly the store (-1: before the first), or None; and the fewest keys that
+    differed on the way. A store ahead of its changelog matches nowhere."""
+    state: dict[bytes, bytes] = {}
+    differ = set(store)
+    fewest = len(differ)
+    if not differ:
+        return -1, 0
+    for m in records:
+        k = m.key
+        if m.value is None:
+            state.pop(k, None)
+        else:
+            state[k] = m.value
+        if state.get(k) == store.get(k):
+            differ.discard(k)
+        else:
+            differ.add(k)
+        fewest = min(fewest, len(differ))
+        if not differ:
+            return m.offset, 0
+    return None, fewest
+
+
+def stores_off_their_changelogs(kafka: "Kafka", data_dir: Path,
+                                tables: Iterable[str]) -> list[str]:
+    """Every partition store of `tables` under a dead worker's data directory (its stage
+    processes' too) that is no state its changelog passed through, described."""
+    import rocksdict
+    problems = []
+    for table in tables:
+        by_partition: dict[int, list[Any]] = {}
+        for m in kafka.read_all(f"rings-{table}-changelog", timeout=30):
+            by_partition.setdefault(m.partition, []).append(m)
+        for path in sorted(data_dir.rglob(f"{table}-*.db")):
+            p = int(path.name[len(table) + 1:-3])
+            db = rocksdict.Rdict(str(path), rocksdict.Options(raw_mode=True),
+                                 access_type=rocksdict.AccessType.read_only())
+            try:
+                store = {k: v for k, v in db.items() if k != FAUST_OFFSET_KEY}
+            finally:
+                db.close()
+            records = sorted(by_partition.get(p, []), key=lambda m: m.offset)
+            at, fewest = store_matches_changelog(store, records)
+            if at is None:
+                problems.append(f"{path.relative_to(data_dir)}: {len(store)} keys, at least "
+                                f"{fewest} of them in no state of its {len(records)} "
+                                "changelog records")
+    return problems

@@ -68,8 +68,10 @@ def test_partition_kv_reads_its_pending_writes_before_the_database(stores: Store
     assert kv.get("~off") == b"7"
     kv.put("s:v:D", b"after")
     # For the changelog: the entities, then the bookkeeping, whatever the order written.
-    assert list(kv.take_writes().items()) == [
+    records = kv.take_writes()
+    assert list(records.items()) == [
         (b"s:v:A", b"new"), (b"s:v:B", None), (b"s:v:D", b"after"), (b"~1~off", b"7")]
+    kv.store(records)                           # (the changelog has it)
     assert db[b"~1~off"] == b"7"
     assert db[b"s:v:A"] == b"new" and db.get(b"s:v:B") is None
     assert not kv.has_writes() and kv.get("~off") == b"7" and kv.get("s:v:D") == b"after"
@@ -93,7 +95,7 @@ def test_partition_kv_filter_never_hides_a_written_key(stores: Stores) -> None:
         assert chunks <= 30, "the filter was never replaced"
         for i in range(n, n + 10_000):
             kv.put(f"s:vehicle:NEW{i}", b"v%d" % i)
-        kv.take_writes()
+        kv.store(kv.take_writes())
         n += 10_000
         assert all(kv.get(k.decode()) == b"restored" for k in before)
         assert all(kv.get(f"s:vehicle:NEW{i}") == b"v%d" % i for i in range(n))
@@ -105,7 +107,7 @@ def test_partition_kv_filter_never_hides_a_written_key(stores: Stores) -> None:
     assert all(kv.get(k) is None for k in absent)
     # A deleted key keeps its bits (a read of it goes to RocksDB, which has it no more).
     kv.delete("s:vehicle:NEW1")
-    kv.take_writes()
+    kv.store(kv.take_writes())
     assert kv.get("s:vehicle:NEW1") is None
 
 
@@ -185,7 +187,7 @@ def test_partition_kv_reads_back_what_was_written_across_filter_rebuilds(
             else:
                 model[k] = v = b"%f" % rnd.random()
                 kv.put(k, v)
-        kv.take_writes()
+        kv.store(kv.take_writes())
         rebuilt += kv.filter is not last
         last = kv.filter
         for k in rnd.sample(sorted(model), min(1_000, len(model))):
@@ -193,6 +195,66 @@ def test_partition_kv_reads_back_what_was_written_across_filter_rebuilds(
     assert rebuilt >= 1
     assert all(kv.get(f"s:vehicle:{i}") == model.get(f"s:vehicle:{i}")
                for i in range(0, 150_001, 7))
+
+
+def test_partition_kv_stores_a_flush_only_once_its_changelog_has_it(stores: Stores) -> None:
+    """RocksDB is a prefix of the changelog: a flush sent and not yet delivered is read from
+    memory, never from (or in) the database, whatever the flushes after it change."""
+    db = stores._dbs[2]
+    db[b"s:v:gone"] = b"restored"
+    kv = PartitionKV(Table(stores), 2)
+    kv.put("s:v:A", b"A1")
+    kv.delete("s:v:gone")
+    kv.put("~off", b"1")
+    first = kv.take_writes()
+    kv.put("s:v:A", b"A2")
+    kv.put("s:v:B", b"B2")
+    kv.put("~off", b"2")
+    second = kv.take_writes()
+    assert db.get(b"s:v:A") is None and db[b"s:v:gone"] == b"restored"
+    assert db.get(b"~2~off") is None
+    assert (kv.get("s:v:A"), kv.get("s:v:B"), kv.get("s:v:gone"), kv.get("~off")) == \
+        (b"A2", b"B2", None, b"2")
+    kv.store(first)                             # delivered: the first flush, alone
+    assert (db[b"s:v:A"], db.get(b"s:v:B"), db.get(b"s:v:gone"), db[b"~2~off"]) == \
+        (b"A1", None, None, b"1")
+    assert (kv.get("s:v:A"), kv.get("s:v:B"), kv.get("~off")) == (b"A2", b"B2", b"2")
+    kv.store(second)
+    assert (db[b"s:v:A"], db[b"s:v:B"], db[b"~2~off"]) == (b"A2", b"B2", b"2")
+    assert kv.unstored == {}
+    kv.put("s:v:C", b"C3")
+    kv.store(kv.take_writes(), write=False)     # delivered after the store was let go
+    assert db.get(b"s:v:C") is None and kv.unstored == {}
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_partition_kv_database_is_always_a_prefix_of_its_flushes(stores: Stores,
+                                                                 seed: int) -> None:
+    """Random flushes delivered with a random lag (several in flight, as pipelined sends
+    are): the stage reads every key's last value, and the database holds exactly the
+    state after the last flush delivered, never a key of a later one."""
+    import random
+    from collections import deque
+    rnd = random.Random(seed)
+    kv = PartitionKV(Table(stores), 1)
+    model: dict[bytes, bytes] = {}
+    inflight: deque[tuple[dict[bytes, bytes | None], dict[bytes, bytes]]] = deque()
+    for _ in range(300):
+        for _ in range(rnd.randint(1, 60)):
+            k = f"s:vehicle:{rnd.randint(0, 400)}"
+            if rnd.random() < 0.25:
+                kv.delete(k)
+                model.pop(k.encode(), None)
+            else:
+                model[k.encode()] = v = b"%f" % rnd.random()
+                kv.put(k, v)
+        inflight.append((kv.take_writes(), dict(model)))
+        while inflight and (len(inflight) > 8 or rnd.random() < 0.4):
+            records, state = inflight.popleft()
+            kv.store(records)
+            assert dict(stores._dbs[1].items()) == state
+        assert all(kv.get(f"s:vehicle:{i}") == model.get(f"s:vehicle:{i}".encode())
+                   for i in range(401))
 
 
 class Writes(ChangelogWriter):
@@ -207,7 +269,8 @@ class Writes(ChangelogWriter):
 
     async def flush(self, kv: PartitionKV) -> None:
         self._waiting.pop(id(kv), None)
-        self.flushed.append(kv.take_writes())
+        self.flushed.append(records := kv.take_writes())
+        kv.store(records)
 
 
 def envelope(kv: PartitionKV, off: int, *keys: str) -> None:
@@ -259,6 +322,60 @@ def test_stage_state_without_waiting_is_written_every_envelope(stores: Stores) -
         envelope(kv, off, "s:a")
         asyncio.run(w.commit(kv))
     assert [f[b"~2~off"] for f in w.flushed] == [b"0", b"1", b"2"]
+
+
+class Undelivered(ChangelogWriter):
+    """The real flush and delivery bookkeeping; each record batch "sent" is a future this
+    test completes, as the broker's acknowledgement would."""
+
+    def __init__(self) -> None:
+        super().__init__(KafkaSettings(), 0)
+        self.sends: list[asyncio.Future[Any]] = []
+        self.producer = object()            # (never used: _send is the test's)
+
+    async def _send(self, kv: PartitionKV, records: dict[bytes, bytes | None]
+                    ) -> list[tuple[Any, int]]:
+        self.sends.append(fut := asyncio.get_running_loop().create_future())
+        return [(fut, len(records))]
+
+
+class Delivered:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def test_a_flush_reaches_rocksdb_only_once_its_changelog_has_it(stores: Stores) -> None:
+    """A worker killed with flushes in flight leaves a store the changelog agrees with, and
+    a persisted offset no further than the store (both read by recovery on its own disk)."""
+    persisted: list[tuple[Any, int]] = []
+    stores.set_persisted_offset = lambda tp, off: persisted.append((tp.partition, off))
+    table = Table(stores)
+    table.changelog_topic = type("Topic", (), {"get_topic_name": lambda self: "cl"})()
+    db = stores._dbs[3]
+
+    async def run() -> None:
+        w, kv = Undelivered(), PartitionKV(table, 3)
+        envelope(kv, 0, "s:a")
+        await w.flush(kv)
+        envelope(kv, 1, "s:a", "s:b")
+        await w.flush(kv)
+        assert db.get(b"s:a") is None and db.get(b"~3~off") is None and persisted == []
+        assert kv.get("s:a") == b"s:a@1" and kv.get("~off") == b"1"
+        w.sends[1].set_result(Delivered(11))    # the second acknowledged first: waits
+        envelope(kv, 2, "s:c")
+        await w.flush(kv)
+        assert db.get(b"s:a") is None and persisted == []
+        w.sends[0].set_result(Delivered(9))
+        await w.flush(kv)                       # (nothing new: settles the delivered)
+        assert (db[b"s:a"], db[b"s:b"], db[b"~3~off"], db.get(b"s:c")) == \
+            (b"s:a@1", b"s:b@1", b"1", None)
+        assert persisted == [(3, 10), (3, 13)]    # (the last record of each)
+        assert kv.get("s:c") == b"s:c@2" and kv.get("~off") == b"2"
+        w.sends[2].set_result(Delivered(13))
+        await w.drain_all()
+        assert (db[b"s:c"], db[b"~3~off"]) == (b"s:c@2", b"2") and kv.unstored == {}
+
+    asyncio.run(run())
 
 
 def test_state_flush_setting() -> None:
