@@ -93,6 +93,9 @@ class PartitionKV:
         self.meta: dict[bytes, bytes | None] = {}
         # Flushed and sent, not yet in RocksDB (see `store`): the newest value of each key
         # among those flushes, read before the database; and the flushes, oldest first.
+        # (Not derived from the writer's delivery queue: a flush is taken before it joins
+        # that queue, across its send's await, and a delivery stored meanwhile must still
+        # know it is coming.)
         self.unstored: dict[bytes, bytes | None] = {}
         self.unsent: deque[dict[bytes, bytes | None]] = deque()
         # What the database may hold: a read of a key it certainly lacks (most reads: new
